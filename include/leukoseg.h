@@ -1,0 +1,391 @@
+/* leukoseg: SegFormer (Mix Transformer encoder + all-MLP decode head) in C.
+ *
+ * Public API of libleukoseg. Every function that can fail returns an ls_status and, on failure,
+ * fills an ls_error with a message that names the file or value at fault and what to do.
+ * Nothing in the library exits the process.
+ *
+ * Layout conventions: images are HWC uint8 RGB; model inputs are NCHW float32 (as in PyTorch);
+ * inside the model, token maps are kept channels-last ([B, H*W, C], token n = y*W + x), which is
+ * exactly HuggingFace's flatten(2).transpose(1, 2) order.
+ */
+#ifndef LEUKOSEG_H
+#define LEUKOSEG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------------------------------ */
+/* Status and errors                                                                           */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef enum {
+    LS_OK = 0,
+    LS_ERR_IO,      /* a file could not be opened, read or written */
+    LS_ERR_FORMAT,  /* a file is corrupt, truncated or of an unsupported kind */
+    LS_ERR_SHAPE,   /* sizes or tensor shapes do not match */
+    LS_ERR_ARG,     /* a bad argument or option value */
+    LS_ERR_NOMEM,   /* an allocation failed or a request is too large */
+    LS_ERR_NUMERIC, /* NaN or Inf appeared */
+    LS_ERR_INTERRUPTED
+} ls_status;
+
+typedef struct {
+    char msg[1024];
+} ls_error;
+
+/* Formats msg into err (when err is not NULL) and returns status. */
+ls_status ls_fail(ls_error *err, ls_status status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* ------------------------------------------------------------------------------------------ */
+/* Images and masks (src/image.c)                                                              */
+/* ------------------------------------------------------------------------------------------ */
+
+/* 8-bit RGB image, HWC interleaved, data[(y*w + x)*3 + c]. */
+typedef struct {
+    int w, h;
+    uint8_t *data;
+} ls_image;
+
+/* Raw mask values before level mapping: gray value (8 or 16 bit, kept as stored) or palette index. */
+typedef struct {
+    int w, h;
+    int bit_depth;     /* 8 or 16 for gray; 1..8 for palette indices */
+    int is_palette;    /* 1: values are palette indices */
+    uint16_t *data;    /* w*h values */
+} ls_raw_mask;
+
+/* Class-index mask: labels 0..K-1, LS_IGNORE for ignored pixels. */
+#define LS_IGNORE 255
+typedef struct {
+    int w, h;
+    uint8_t *data;
+} ls_mask;
+
+/* Loads BMP (all variants), PNG (8/16-bit, gray, palette, alpha) or JPEG, by content, as RGB.
+ * 16-bit samples scale to 8 bits by (v * 255 + 32767) / 65535; alpha is ignored (documented policy:
+ * pixels are taken as stored, not composited). Gray v becomes (v, v, v). */
+ls_status ls_image_load(const char *path, ls_image *img, ls_error *err);
+/* Same, from memory (for uploads). name is used in messages. */
+ls_status ls_image_decode(const uint8_t *bytes, size_t len, const char *name, ls_image *img,
+                          ls_error *err);
+void ls_image_free(ls_image *img);
+
+ls_status ls_raw_mask_load(const char *path, ls_raw_mask *mask, ls_error *err);
+void ls_raw_mask_free(ls_raw_mask *mask);
+
+/* How raw mask values become classes. levels[k] is the raw value of class k. */
+typedef struct {
+    int num_levels;
+    int levels[16];
+    int snap;          /* 1: a value that is no level snaps to the nearest level (counted);
+                          0: such a value is an error naming file, value and pixel count */
+    int ignore_value;  /* raw value that means "ignore" (-1: none) */
+} ls_level_map;
+
+/* Maps raw values to class indices. n_snapped (may be NULL) receives the count of snapped pixels.
+ * Palette masks use indices directly (index k is class k; ignore_value still applies). */
+ls_status ls_mask_from_raw(const ls_raw_mask *raw, const ls_level_map *map, const char *path,
+                           ls_mask *mask, long *n_snapped, ls_error *err);
+void ls_mask_free(ls_mask *mask);
+
+/* Resizing. Images: bilinear with a triangle filter widened on downscale (PIL's BILINEAR).
+ * Label maps: nearest with half-pixel centres, src = floor((dst + 0.5) * in / out). */
+ls_status ls_image_resize(const ls_image *src, int w, int h, ls_image *dst, ls_error *err);
+ls_status ls_mask_resize_nearest(const ls_mask *src, int w, int h, ls_mask *dst, ls_error *err);
+
+/* PNG writers; written atomically (temp file in the same folder, then rename). */
+ls_status ls_png_write_gray(const char *path, const uint8_t *data, int w, int h, ls_error *err);
+ls_status ls_png_write_rgb(const char *path, const uint8_t *data, int w, int h, ls_error *err);
+/* Encodes to memory (for the server). *out is malloc'd. */
+ls_status ls_png_encode_rgb(const uint8_t *data, int w, int h, uint8_t **out, size_t *out_len,
+                            ls_error *err);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Datasets (src/dataset.c)                                                                    */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef enum { LS_SPLIT_ALL = 0, LS_SPLIT_TRAIN, LS_SPLIT_VAL, LS_SPLIT_TEST } ls_split;
+
+typedef struct {
+    char *image_path;
+    char *mask_path;   /* NULL when the sample has no mask */
+    char *stem;        /* file name without extension, e.g. "001" */
+    int id;            /* numeric id from the stem, or -1 */
+    int cell_type;     /* 1..5 from the class-label CSV (neutrophil..basophil), 0 unknown */
+    int source;        /* index of the dataset folder this sample came from */
+} ls_sample;
+
+typedef struct {
+    ls_sample *samples;
+    int n;
+    int num_classes;          /* segmentation classes (3 for segmentation_WBC) */
+    char class_names[16][32];
+    ls_level_map levels;
+} ls_dataset;
+
+/* Opens a dataset folder, detecting its layout:
+ *  - segmentation_WBC: "NNN.bmp" + "NNN.png" side by side (in the folder or its "Dataset N"
+ *    subfolders), class labels from "Class Labels of Dataset N.csv";
+ *  - images/ + masks/ folders with matching stems;
+ *  - Roboflow png-mask-semantic: train/ valid/ test/ with X.jpg + X_mask.png and _classes.csv.
+ * split selects the samples: the fixed id split (id % 5 == 1 test, == 2 val, else train) for
+ * segmentation_WBC and images/masks; the folders for Roboflow. split_file, when not NULL, lists
+ * stems (one per line) and overrides split. Samples are appended to ds (several folders). */
+ls_status ls_dataset_add(ls_dataset *ds, const char *root, ls_split split, const char *split_file,
+                         ls_error *err);
+ls_status ls_split_parse(const char *name, ls_split *split, ls_error *err);
+void ls_dataset_free(ls_dataset *ds);
+
+/* Loads sample i's image and class mask (mask->data NULL when it has none); checks sizes match.
+ * n_snapped receives the snapped-pixel count. */
+ls_status ls_dataset_load(const ls_dataset *ds, int i, ls_image *img, ls_mask *mask,
+                          long *n_snapped, ls_error *err);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Random numbers (deterministic under a seed)                                                 */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef struct {
+    uint64_t s[4];
+} ls_rng;
+
+void ls_rng_seed(ls_rng *rng, uint64_t seed);
+uint64_t ls_rng_next(ls_rng *rng);
+float ls_rng_uniform(ls_rng *rng);              /* [0, 1) */
+float ls_rng_normal(ls_rng *rng);               /* N(0, 1) */
+int ls_rng_int(ls_rng *rng, int n);             /* [0, n) */
+
+/* ------------------------------------------------------------------------------------------ */
+/* Augmentation and preprocessing (src/augment.c)                                              */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef struct {
+    int size;              /* output crop is size x size */
+    float scale_min, scale_max; /* random rescale of the image (relative to fitting `size`) */
+    int hflip, vflip, rot90;    /* enable each */
+    float brightness;      /* max added value, 0..255 units */
+    float contrast;        /* max relative change, e.g. 0.2 */
+    float saturation;
+    float hue;             /* max hue shift in degrees (stain jitter) */
+} ls_augment;
+
+/* Default microscopy augmentation for a given training size. */
+ls_augment ls_augment_default(int size);
+
+/* Random training view of (img, mask): rescale so the image fits size x size times a random scale,
+ * random crop, pad (image 0 after normalisation, label LS_IGNORE), flips, rot90, colour jitter.
+ * Outputs: x [3, size, size] normalised float (CHW), labels [size*size]. */
+ls_status ls_augment_sample(const ls_augment *aug, ls_rng *rng, const ls_image *img,
+                            const ls_mask *mask, const float mean[3], const float std[3],
+                            float *x, uint8_t *labels, ls_error *err);
+
+/* Deterministic eval view: resize image to w x h (ls_image_resize), scale by 1/255, normalise.
+ * x is [3, h, w]. */
+ls_status ls_preprocess(const ls_image *img, int w, int h, const float mean[3], const float std[3],
+                        float *x, ls_error *err);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Tensors on disk: NumPy .npy and safetensors (src/npy.c, src/safetensors.c)                  */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef enum { LS_F32 = 0, LS_I64, LS_U8, LS_I32, LS_F64 } ls_dtype;
+
+typedef struct {
+    ls_dtype dtype;
+    int ndim;
+    int64_t shape[8];
+    void *data;   /* malloc'd, C order */
+} ls_array;
+
+size_t ls_array_numel(const ls_array *a);
+ls_status ls_npy_load(const char *path, ls_array *a, ls_error *err);  /* f32/f64/i64/i32/u8 */
+ls_status ls_npy_save(const char *path, const ls_array *a, ls_error *err); /* atomic */
+void ls_array_free(ls_array *a);
+
+typedef struct {
+    char *name;
+    ls_array array;
+} ls_named_tensor;
+
+typedef struct {
+    ls_named_tensor *tensors;
+    int n;
+    char **meta_keys, **meta_values;  /* __metadata__ string map */
+    int n_meta;
+} ls_tensor_file;
+
+/* Reads and validates a safetensors file (header size, offsets contiguous, sizes, duplicates). */
+ls_status ls_safetensors_load(const char *path, ls_tensor_file *tf, ls_error *err);
+/* Writes atomically; the header is padded to 8 bytes. */
+ls_status ls_safetensors_save(const char *path, const ls_tensor_file *tf, ls_error *err);
+const ls_named_tensor *ls_tensor_file_find(const ls_tensor_file *tf, const char *name);
+const char *ls_tensor_file_meta(const ls_tensor_file *tf, const char *key);
+void ls_tensor_file_free(ls_tensor_file *tf);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Metrics (src/metrics.c)                                                                     */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Confusion matrix, counts[gt * k + pred]; pixels with gt == LS_IGNORE are dropped. */
+typedef struct {
+    int k;
+    uint64_t *counts;
+} ls_confusion;
+
+ls_status ls_confusion_init(ls_confusion *cm, int k, ls_error *err);
+/* A pred value outside 0..k-1 (other than ignore in gt) is an error. */
+ls_status ls_confusion_add(ls_confusion *cm, const uint8_t *gt, const uint8_t *pred, size_t n,
+                           ls_error *err);
+void ls_confusion_free(ls_confusion *cm);
+
+typedef struct {
+    int k;
+    double iou[16], dice[16], precision[16], recall[16];
+    int present[16];          /* class in gt or pred; absent classes are excluded from means */
+    double miou, pixel_accuracy, mean_accuracy;
+    double whole_cell_dice;   /* classes >= 1 merged against class 0 */
+    uint64_t pixels;
+} ls_metrics;
+
+void ls_metrics_compute(const ls_confusion *cm, ls_metrics *m);
+
+/* ------------------------------------------------------------------------------------------ */
+/* SegFormer model (src/segformer.c)                                                           */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef struct {
+    char variant[8];        /* "b0".."b5" */
+    int num_channels;       /* 3 */
+    int hidden[4];          /* hidden_sizes */
+    int depths[4];
+    int heads[4];
+    int sr[4];              /* sr_ratios */
+    int patch[4];           /* patch_sizes */
+    int stride[4];
+    int mlp_ratio;          /* 4 */
+    int decoder_hidden;     /* 256 (b0, b1) or 768 */
+    int num_labels;
+    float drop_path_rate;   /* 0.1 */
+    float classifier_dropout; /* 0.1 */
+} ls_config;
+
+ls_status ls_config_for_variant(const char *variant, int num_labels, ls_config *cfg,
+                                ls_error *err);
+
+/* One parameter or buffer: an HF state_dict entry stored in a flat float array. */
+typedef struct {
+    char name[112];
+    int ndim;
+    int shape[4];
+    size_t offset;      /* into the model's flat arrays */
+    size_t numel;
+    int no_decay;       /* encoder LayerNorm weights and biases: weight decay 0 */
+    int is_head;        /* decode_head.*: learning rate x head_lr_mult */
+} ls_param;
+
+typedef struct ls_model ls_model;       /* parameters, gradients, buffers, metadata */
+typedef struct ls_workspace ls_workspace; /* activations for one batch shape */
+
+/* Creates a model with HF initialisation from seed (Linear/Conv N(0, 0.02), biases 0, norms 1/0,
+ * BN running stats 0/1). */
+ls_status ls_model_create(const ls_config *cfg, uint64_t seed, ls_model **model, ls_error *err);
+void ls_model_free(ls_model *model);
+
+const ls_config *ls_model_config(const ls_model *model);
+int ls_model_num_params(const ls_model *model);           /* number of parameter tensors */
+const ls_param *ls_model_param(const ls_model *model, int i);
+float *ls_model_weights(ls_model *model);                  /* flat parameters */
+float *ls_model_grads(ls_model *model);                    /* flat gradients */
+size_t ls_model_num_weights(const ls_model *model);        /* floats in the flat arrays */
+/* BatchNorm buffers of the decode head. */
+float *ls_model_bn_running_mean(ls_model *model);
+float *ls_model_bn_running_var(ls_model *model);
+int64_t ls_model_bn_batches_tracked(const ls_model *model);
+
+/* Model metadata (class names, levels, preprocessing, provenance) as a string map. */
+ls_status ls_model_set_meta(ls_model *model, const char *key, const char *value, ls_error *err);
+const char *ls_model_get_meta(const ls_model *model, const char *key);
+
+/* Saves as safetensors with HF tensor names and the metadata map. Atomic. */
+ls_status ls_model_save(const ls_model *model, const char *path, ls_error *err);
+/* Loads a model file; the configuration comes from its metadata ("config" JSON) or, for a plain HF
+ * file, from the tensor shapes. */
+ls_status ls_model_load(const char *path, ls_model **model, ls_error *err);
+
+/* Copies tensors from a file into an existing model by name. Tensors whose shape differs are
+ * skipped when allow_skip (reported in report), otherwise the first mismatch is an error naming the
+ * tensor and both shapes. Names with "module." prefix are mapped; original mmseg names are mapped. */
+ls_status ls_model_load_weights(ls_model *model, const char *path, int allow_skip, char *report,
+                                size_t report_len, ls_error *err);
+
+/* Workspace for batch B of H x W inputs; reused while shapes stay the same. */
+ls_status ls_workspace_create(const ls_model *model, int batch, int h, int w, int training,
+                              ls_workspace **ws, ls_error *err);
+void ls_workspace_free(ls_workspace *ws);
+size_t ls_workspace_bytes(const ls_workspace *ws);
+
+/* Forward. x: [B, 3, H, W] float32 NCHW. training: BN batch stats, dropout and drop path drawn from
+ * rng. logits: [B, K, ceil(H/4), ceil(W/4)] NCHW (may be NULL; the workspace keeps them). */
+ls_status ls_model_forward(ls_model *model, ls_workspace *ws, const float *x, int training,
+                           ls_rng *rng, float *logits, ls_error *err);
+/* Cross-entropy (HF semantics): logits upsampled bilinearly (align_corners=False) to the label
+ * size lh x lw, mean over non-ignored pixels. All-ignore gives loss 0 and zero gradient.
+ * Stores d(loss)/d(logits) in the workspace for ls_model_backward. */
+ls_status ls_model_loss(ls_model *model, ls_workspace *ws, const uint8_t *labels, int lh, int lw,
+                        float *loss, ls_error *err);
+/* Backward from the stored loss gradient; gradients are accumulated into ls_model_grads. */
+ls_status ls_model_backward(ls_model *model, ls_workspace *ws, ls_error *err);
+void ls_model_zero_grad(ls_model *model);
+
+/* Logits of the last forward, NHWC [B, h4, w4, K]. */
+const float *ls_workspace_logits(const ls_workspace *ws, int *h4, int *w4);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Optimiser (src/optim.c)                                                                     */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef struct {
+    float lr;            /* base learning rate (6e-5 in the official recipe) */
+    float head_lr_mult;  /* 10 */
+    float weight_decay;  /* 0.01 */
+    float beta1, beta2, eps;
+    long warmup_iters;
+    float warmup_ratio;  /* 1e-6 */
+    long max_iters;      /* poly decay to 0 at max_iters */
+    float power;         /* 1.0 */
+} ls_adamw_config;
+
+typedef struct {
+    ls_adamw_config cfg;
+    float *m, *v;        /* same layout as the model's flat weights */
+    long step;           /* steps taken */
+} ls_adamw;
+
+ls_adamw_config ls_adamw_default(void);
+ls_status ls_adamw_init(ls_adamw *opt, const ls_model *model, const ls_adamw_config *cfg,
+                        ls_error *err);
+/* mmcv poly schedule with linear warm-up, for iteration it (0-based). */
+float ls_lr_at(const ls_adamw_config *cfg, long it);
+/* One AdamW step (PyTorch semantics) with parameter groups. */
+void ls_adamw_step(ls_adamw *opt, ls_model *model);
+void ls_adamw_free(ls_adamw *opt);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Inference helpers (src/infer.c)                                                             */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Segments one image: preprocess to the model's input size, eval forward, logits upsampled once
+ * bilinearly to the image size, argmax. mask is img->w x img->h. probs (optional) receives
+ * [h*w*K] softmax probabilities. */
+ls_status ls_segment_image(ls_model *model, const ls_image *img, ls_mask *mask, float **probs,
+                           ls_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,22 @@
+/* Minimal test helpers: every failed check prints where and what, and the test exits non-zero. */
+#ifndef LS_TESTUTIL_H
+#define LS_TESTUTIL_H
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+static int tu_failures = 0;
+
+#define CHECK(cond) do { if (!(cond)) { \
+    fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); tu_failures++; } \
+} while (0)
+#define CHECK_NEAR(a, b, tol) do { double tu_a = (a), tu_b = (b); \
+    if (!(fabs(tu_a - tu_b) <= (tol))) { fprintf(stderr, "%s:%d: %s = %.9g, expected %.9g (tol %g)\n", \
+    __FILE__, __LINE__, #a, tu_a, tu_b, (double)(tol)); tu_failures++; } } while (0)
+/* CHECK_OK(call, err): call returns ls_status and fills the ls_error err on failure. */
+#define CHECK_OK(expr, err) do { ls_status tu_st = (expr); if (tu_st != LS_OK) { \
+    fprintf(stderr, "%s:%d: %s failed (%d): %s\n", __FILE__, __LINE__, #expr, (int)tu_st, \
+    (err).msg); tu_failures++; } } while (0)
+#define TEST_DONE() do { if (tu_failures) { fprintf(stderr, "%d check(s) failed\n", tu_failures); \
+    return 1; } printf("ok\n"); return 0; } while (0)
+#endif
