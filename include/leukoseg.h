@@ -203,6 +203,7 @@ typedef struct {
 } ls_array;
 
 size_t ls_array_numel(const ls_array *a);
+size_t ls_dtype_size(ls_dtype dtype);          /* bytes per element; 0 for an invalid dtype */
 ls_status ls_npy_load(const char *path, ls_array *a, ls_error *err);  /* f32/f64/i64/i32/u8 */
 ls_status ls_npy_save(const char *path, const ls_array *a, ls_error *err); /* atomic */
 void ls_array_free(ls_array *a);
@@ -276,6 +277,8 @@ typedef struct {
 
 ls_status ls_config_for_variant(const char *variant, int num_labels, ls_config *cfg,
                                 ls_error *err);
+/* Parses a configuration in HF SegformerConfig field names; path is used in messages. */
+ls_status ls_config_from_json(const char *json, ls_config *cfg, const char *path, ls_error *err);
 
 /* One parameter or buffer: an HF state_dict entry stored in a flat float array. */
 typedef struct {
