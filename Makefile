@@ -28,8 +28,16 @@ endif
 PKGS := libpng libjpeg
 HAVE_BLAS := $(shell [ "$(BLAS)" = 1 ] && pkg-config --exists openblas && echo 1)
 ifeq ($(HAVE_BLAS),1)
-  PKGS += openblas
   CFLAGS += -DLS_HAVE_CBLAS
+  # Prefer Debian's OpenMP build of OpenBLAS (libopenblas-openmp-dev): it shares our OpenMP
+  # thread pool, where the pthread build's threads fight with OpenMP's spinning workers.
+  OPENBLAS_OMP := /usr/lib/x86_64-linux-gnu/openblas-openmp
+  ifneq ($(wildcard $(OPENBLAS_OMP)/libopenblas.so),)
+    CFLAGS += $(shell pkg-config --cflags openblas)
+    LDLIBS_BLAS := -L$(OPENBLAS_OMP) -Wl,-rpath,$(OPENBLAS_OMP) -lopenblas
+  else
+    PKGS += openblas
+  endif
 endif
 HAVE_CJSON := $(shell pkg-config --exists libcjson && echo 1)
 ifneq ($(HAVE_CJSON),1)
@@ -43,7 +51,7 @@ ifeq ($(HAVE_MHD),1)
 endif
 
 CFLAGS += $(shell pkg-config --cflags $(PKGS))
-LDLIBS := $(shell pkg-config --libs $(PKGS)) -lm
+LDLIBS := $(LDLIBS_BLAS) $(shell pkg-config --libs $(PKGS)) -lm
 
 LIB_SRC := $(wildcard src/*.c)
 LIB_OBJ := $(LIB_SRC:src/%.c=$(BUILD)/obj/%.o)

@@ -382,11 +382,24 @@ void ls_adamw_free(ls_adamw *opt);
 /* Inference helpers (src/infer.c)                                                             */
 /* ------------------------------------------------------------------------------------------ */
 
-/* Segments one image: preprocess to the model's input size, eval forward, logits upsampled once
- * bilinearly to the image size, argmax. mask is img->w x img->h. probs (optional) receives
- * [h*w*K] softmax probabilities. */
+/* How a model expects its input: resized to width x height, v/255, then (v - mean) / std.
+ * From the model's metadata ("input_size", "image_mean", "image_std"); HF defaults otherwise
+ * (512 x 512, ImageNet mean and std). */
+typedef struct {
+    int width, height;
+    float mean[3], std[3];
+} ls_preproc;
+
+void ls_model_preproc(const ls_model *model, ls_preproc *pp);
+
+/* Segments one image: preprocess, eval forward, logits upsampled once bilinearly
+ * (align_corners=False) to the image size, argmax. mask becomes img->w x img->h. probs (optional)
+ * receives a malloc'd [h*w*K] array of softmax probabilities. */
 ls_status ls_segment_image(ls_model *model, const ls_image *img, ls_mask *mask, float **probs,
                            ls_error *err);
+
+/* Argmax over K channels of NHWC logits/probabilities [n, K] into labels [n]. */
+void ls_argmax(const float *scores, size_t n, int k, uint8_t *labels);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,50 @@
+/* Shared helpers of the leukoseg command line. */
+#ifndef LS_CLI_H
+#define LS_CLI_H
+
+#include "leukoseg.h"
+
+#include <stdio.h>
+
+/* Each subcommand: argc/argv start at the subcommand name. Returns the process exit status. */
+int cmd_train(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_segment(int argc, char **argv);
+int cmd_forward(int argc, char **argv);
+int cmd_info(int argc, char **argv);
+
+/* Prints "leukoseg <cmd>: error: <msg>" on stderr and returns exit status 1. */
+int cli_error(const char *cmd, const ls_error *err);
+int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Option parsing: matches "--name value" or "--name=value"; advances *i. */
+int opt_value(int argc, char **argv, int *i, const char *name, const char **value);
+int parse_int(const char *cmd, const char *name, const char *s, int lo, int hi, int *out);
+int parse_float(const char *cmd, const char *name, const char *s, double lo, double hi,
+                double *out);
+
+/* Paths relative to the installed binary: the shipped model and the default dataset. */
+const char *default_model_path(void);
+const char *default_data_path(void);
+
+/* Dataset split names for messages. */
+const char *split_name(ls_split split);
+
+/* Creates a directory and its parents; error names the path. */
+ls_status make_dirs(const char *path, ls_error *err);
+
+/* Writes text to path atomically (temp file + rename). */
+ls_status write_text_atomic(const char *path, const char *text, ls_error *err);
+
+/* A progress line on stderr, only when stderr is a terminal. */
+void progress_line(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void progress_done(void);
+
+/* Evaluates a model on samples [0, n) of ds into a confusion matrix (original resolution). */
+ls_status evaluate_dataset(ls_model *model, const ls_dataset *ds, ls_confusion *cm,
+                           const char *label, ls_error *err);
+
+/* Metrics as a cJSON-printed string (malloc'd). */
+char *metrics_json(const ls_metrics *m, const ls_dataset *ds, int images);
+
+#endif
