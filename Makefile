@@ -76,13 +76,46 @@ $(BUILD)/tests/%: tests/%.c tests/testutil.h $(BUILD)/libleukoseg.a | $(BUILD)/t
 $(BUILD)/obj $(BUILD)/cli $(BUILD)/tests:
 	mkdir -p $@
 
+# Web pages built into the binary (leukoseg serve / report): tools/embed.c, a small C generator,
+# turns web/* into a C file of byte arrays, so the build needs no xxd.
+WEB_SRC := $(sort $(wildcard web/*))
+$(BUILD)/tools/embed: tools/embed.c | $(BUILD)/tools
+	$(CC) -std=c11 -O2 -Wall -Wextra $< -o $@
+$(BUILD)/gen/web_files.c: $(BUILD)/tools/embed $(WEB_SRC) | $(BUILD)/gen
+	$(BUILD)/tools/embed $@ $(WEB_SRC)
+$(BUILD)/gen/web_files.o: $(BUILD)/gen/web_files.c cli/web.h
+	$(CC) $(CFLAGS) -Icli -c $< -o $@
+$(BUILD)/leukoseg: $(BUILD)/gen/web_files.o
+$(BUILD)/tools $(BUILD)/gen:
+	mkdir -p $@
+
+# Browser and server tests of leukoseg serve (skip with a message without node or chromium).
+test-web: $(BUILD)/leukoseg
+	tests/web/run.sh
+
 tests: $(TEST_BIN)
 
 # Unit tests (fast); each binary exits non-zero on failure.
 test: $(TEST_BIN) $(BUILD)/leukoseg
 	@set -e; for t in $(TEST_BIN); do echo "== $$t"; $$t; done; echo "all unit tests passed"
 
+# Everything CI runs: unit tests, the same under ASan + UBSan, end-to-end checks on real data.
+check: test
+	$(MAKE) SANITIZE=1 test
+	tests/e2e.sh $(BUILD)/leukoseg
+
+# The main job: train the shipped configuration from scratch on the dataset, then evaluate it on
+# each dataset's test split. Writes runs/main/ (see README).
+MAIN_OUT ?= runs/main/leukoseg-b0.safetensors
+main: $(BUILD)/leukoseg
+	OMP_WAIT_POLICY=passive $(BUILD)/leukoseg train --out $(MAIN_OUT) $(TRAIN_ARGS)
+	$(BUILD)/leukoseg eval --model $(MAIN_OUT) --data "$(DATA)/Dataset 1" --split test
+	$(BUILD)/leukoseg eval --model $(MAIN_OUT) --data "$(DATA)/Dataset 2" --split test
+
+DATA ?= ../shared/data/segmentation_WBC
+TRAIN_ARGS ?= --epochs 100 --patience 25 --size 128 --batch 8 --lr 6e-4 --warmup 300 --seed 1
+
 clean:
 	rm -rf build build-san
 
-.PHONY: all test tests clean
+.PHONY: all test tests check main clean test-web

@@ -12,6 +12,9 @@ int cmd_eval(int argc, char **argv);
 int cmd_segment(int argc, char **argv);
 int cmd_forward(int argc, char **argv);
 int cmd_info(int argc, char **argv);
+int cmd_serve(int argc, char **argv);  /* cli/serve.c */
+int cmd_report(int argc, char **argv); /* cli/report.c */
+int cmd_bench(int argc, char **argv);
 
 /* Prints "leukoseg <cmd>: error: <msg>" on stderr and returns exit status 1. */
 int cli_error(const char *cmd, const ls_error *err);

@@ -19,7 +19,10 @@ static const char *usage =
     "  eval      confusion matrix, per-class IoU/Dice/precision/recall, mIoU on a split\n"
     "  segment   masks, overlays and class areas for images\n"
     "  forward   raw eval-mode logits of a preprocessed NCHW .npy tensor\n"
-    "  info      configuration, classes, parameter count and provenance of a model\n";
+    "  info      configuration, classes, parameter count and provenance of a model\n"
+    "  serve     results pages, upload-and-segment and attention views over HTTP\n"
+    "  report    the results pages as a static folder (no server needed)\n"
+    "  bench     training and inference throughput, GFLOP/s and peak memory\n";
 
 int main(int argc, char **argv)
 {
@@ -33,6 +36,9 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "segment")) return cmd_segment(argc - 1, argv + 1);
     if (!strcmp(cmd, "forward")) return cmd_forward(argc - 1, argv + 1);
     if (!strcmp(cmd, "info")) return cmd_info(argc - 1, argv + 1);
+    if (!strcmp(cmd, "serve")) return cmd_serve(argc - 1, argv + 1);
+    if (!strcmp(cmd, "report")) return cmd_report(argc - 1, argv + 1);
+    if (!strcmp(cmd, "bench")) return cmd_bench(argc - 1, argv + 1);
     fprintf(stderr, "leukoseg: unknown command '%s'\n\n%s", cmd, usage);
     return 2;
 }

@@ -1,0 +1,131 @@
+#!/bin/bash
+# End-to-end checks of the leukoseg command line on the real dataset:
+#  1. the shipped model meets the floors on each dataset's test split (mIoU >= 0.88,
+#     whole-cell Dice >= 0.96) through `leukoseg eval --json`;
+#  2. `segment` on real images writes masks and overlays of exactly the input size;
+#  3. a short training run on a few real images lowers the loss, and --resume continues;
+#  4. bad input (corrupt and truncated images, mismatched sizes, unknown mask levels, a damaged
+#     model) gives a clear error and a non-zero exit, and leaves no partial output.
+# Usage: tests/e2e.sh [path/to/leukoseg]   (data: $LEUKOSEG_DATA or ../shared/data/segmentation_WBC)
+set -u
+bin=${1:-build/leukoseg}
+data=${LEUKOSEG_DATA:-$(cd "$(dirname "$0")/../.." && pwd)/shared/data/segmentation_WBC}
+model=${LEUKOSEG_MODEL:-models/leukoseg-b0.safetensors}
+tmp=$(mktemp -d /tmp/leukoseg-e2e.XXXXXX)
+trap 'rm -rf "$tmp"' EXIT
+failures=0
+fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
+pass() { echo "ok: $*"; }
+
+[ -x "$bin" ] || { echo "e2e: $bin not built (run make)" >&2; exit 1; }
+[ -d "$data/Dataset 1" ] || { echo "e2e: dataset not found at $data" >&2; exit 1; }
+[ -f "$model" ] || { echo "e2e: model $model not found" >&2; exit 1; }
+
+# PNG width and height from the IHDR chunk (bytes 16..23, big-endian).
+png_size() { od -An -tu1 -j16 -N8 "$1" | awk '{printf "%dx%d", $1*16777216+$2*65536+$3*256+$4, $5*16777216+$6*65536+$7*256+$8}'; }
+bmp_size() { od -An -td4 -j18 -N8 "$1" | awk '{h=$2<0?-$2:$2; printf "%dx%d", $1, h}'; }
+json_get() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval('d' + sys.argv[2]))" "$@"; }
+
+# 1. Floors of the shipped model, each dataset's test split.
+for set in "Dataset 1" "Dataset 2"; do
+    if "$bin" eval --model "$model" --data "$data/$set" --split test --json > "$tmp/eval.json"; then
+        miou=$(json_get "$tmp/eval.json" "['miou']")
+        wcd=$(json_get "$tmp/eval.json" "['whole_cell_dice']")
+        n=$(json_get "$tmp/eval.json" "['images']")
+        if python3 -c "import sys; sys.exit(not (float('$miou') >= 0.88 and float('$wcd') >= 0.96))"
+        then pass "$set test split ($n images): mIoU $miou, whole-cell Dice $wcd"
+        else fail "$set test split: mIoU $miou (floor 0.88), whole-cell Dice $wcd (floor 0.96)"; fi
+    else
+        fail "eval on $set exited non-zero"
+    fi
+done
+
+# 2. segment: outputs have exactly the input size (a 120x120 and a smaller Dataset 1 image, and
+#    a 300x300 Dataset 2 image).
+small=$(for f in "$data/Dataset 1/"*.bmp; do [ "$(bmp_size "$f")" != 120x120 ] && { echo "$f"; break; }; done)
+for img in "$data/Dataset 1/001.bmp" "$small" "$data/Dataset 2/001.bmp"; do
+    [ -n "$img" ] || continue
+    stem=$(basename "$img" .bmp)
+    rm -rf "$tmp/seg"
+    if "$bin" segment --model "$model" --levels --out "$tmp/seg" "$img" > "$tmp/seg.out"; then
+        want=$(bmp_size "$img")
+        for kind in mask levels overlay; do
+            got=$(png_size "$tmp/seg/${stem}_$kind.png")
+            [ "$got" = "$want" ] || fail "segment $img: ${kind} is $got, image is $want"
+        done
+        json_get "$tmp/seg/$stem.json" "['classes'][2]['pixels']" > /dev/null ||
+            fail "segment $img: areas JSON unreadable"
+        pass "segment $(basename "$(dirname "$img")")/$stem.bmp: outputs $want"
+    else
+        fail "segment $img exited non-zero"
+    fi
+done
+
+# 3. Short training on 8 real images: the loss falls; --resume continues from the checkpoint.
+if OMP_NUM_THREADS=2 "$bin" train --data "$data/Dataset 1" --out "$tmp/t/m.safetensors" \
+        --limit 8 --batch 4 --size 64 --epochs 6 --warmup 2 --lr 1e-3 2> "$tmp/train.err"; then
+    python3 - "$tmp/t/m.safetensors.log.jsonl" <<'EOF' && pass "short training: loss falls" || fail "short training: loss did not fall"
+import json, sys
+steps = [json.loads(l)["loss"] for l in open(sys.argv[1]) if '"step"' in l and '"loss"' in l]
+first, last = sum(steps[:2]) / 2, sum(steps[-2:]) / 2
+print(f"   loss {first:.4f} -> {last:.4f} over {len(steps)} steps")
+sys.exit(0 if last < 0.8 * first else 1)
+EOF
+    "$bin" info "$tmp/t/m.safetensors" | grep -q "provenance" || fail "info shows no provenance"
+    if "$bin" train --data "$data/Dataset 1" --out "$tmp/t/m.safetensors" --limit 8 --batch 4 \
+            --size 64 --epochs 7 --warmup 2 --lr 1e-3 --resume "$tmp/t/m.safetensors.ckpt" \
+            2> "$tmp/resume.err"; then
+        grep -q "resuming from" "$tmp/resume.err" && pass "resume from checkpoint" ||
+            fail "resume did not report resuming"
+    else
+        fail "resume exited non-zero: $(tail -1 "$tmp/resume.err")"
+    fi
+else
+    fail "short training exited non-zero: $(tail -1 "$tmp/train.err")"
+fi
+
+# 4. Bad input: non-zero exit, a message naming the file, no partial output.
+expect_error() { # expect_error NAME PATTERN CMD...
+    local name=$1 pattern=$2
+    shift 2
+    if "$@" > "$tmp/bad.out" 2> "$tmp/bad.err"; then
+        fail "$name: exited 0"
+    elif ! grep -q -- "$pattern" "$tmp/bad.err"; then
+        fail "$name: message lacks '$pattern': $(cat "$tmp/bad.err")"
+    elif grep -qiE "sanitizer|segmentation fault|core dumped" "$tmp/bad.err"; then
+        fail "$name: crashed"
+    else
+        pass "$name: $(head -c 160 "$tmp/bad.err" | tr '\n' ' ')"
+    fi
+}
+mkdir -p "$tmp/bad"
+head -c 3000 "$data/Dataset 1/001.bmp" > "$tmp/bad/truncated.bmp"
+printf 'this is not an image' > "$tmp/bad/corrupt.png"
+head -c 100 "$model" > "$tmp/bad/damaged.safetensors"
+expect_error "truncated BMP" "truncated.bmp" "$bin" segment --model "$model" --out "$tmp/bad/o1" "$tmp/bad/truncated.bmp"
+expect_error "corrupt PNG" "corrupt.png" "$bin" segment --model "$model" --out "$tmp/bad/o2" "$tmp/bad/corrupt.png"
+left=$(find "$tmp/bad/o1" "$tmp/bad/o2" -type f 2>/dev/null)
+[ -z "$left" ] && pass "no partial outputs" || fail "partial outputs left: $left"
+expect_error "damaged model" "damaged.safetensors" "$bin" segment --model "$tmp/bad/damaged.safetensors" --out "$tmp/bad/o3" "$data/Dataset 1/001.bmp"
+expect_error "missing image" "nope.bmp" "$bin" segment --model "$model" --out "$tmp/bad/o4" "$tmp/nope.bmp"
+
+# Mismatched image and mask sizes in an images/ + masks/ folder.
+mkdir -p "$tmp/mm/images" "$tmp/mm/masks"
+cp "$data/Dataset 1/001.bmp" "$tmp/mm/images/001.bmp"
+cp "$data/Dataset 2/001.png" "$tmp/mm/masks/001.png"
+expect_error "mismatched sizes" "001.png" "$bin" eval --model "$model" --data "$tmp/mm" --split all
+# Unknown mask levels: the folder declares 0 and 255 without snapping; a mask has 128.
+mkdir -p "$tmp/lv/images" "$tmp/lv/masks"
+cp "$data/Dataset 1/001.bmp" "$tmp/lv/images/001.bmp"
+cp "$data/Dataset 1/001.png" "$tmp/lv/masks/001.png"
+printf '0 background\n255 cell\n' > "$tmp/lv/classes.txt"
+expect_error "unknown mask level" "128" "$bin" train --data "$tmp/lv" --train-split all --val-split all --out "$tmp/lv/m.safetensors" --epochs 1
+[ ! -e "$tmp/lv/m.safetensors" ] && pass "no model written on bad data" || fail "model written despite bad data"
+expect_error "bad option value" "--size" "$bin" train --size 0
+expect_error "unknown split" "split" "$bin" eval --model "$model" --split nonsense
+
+if [ "$failures" -ne 0 ]; then
+    echo "e2e: $failures check(s) failed" >&2
+    exit 1
+fi
+echo "e2e: all checks passed"
