@@ -24,8 +24,35 @@ static const char *usage =
     "  report    the results pages as a static folder (no server needed)\n"
     "  bench     training and inference throughput, GFLOP/s and peak memory\n";
 
+/* Runtime settings that OpenBLAS and libgomp read once, when they are loaded, so they must be in
+ * the environment before the process starts: if either is unset, set it and exec ourselves again.
+ * - OPENBLAS_CORETYPE: Debian's OpenBLAS 0.3.21 does not recognise Zen 4 and falls back to its
+ *   SSE3 "Prescott" kernels (2-4x slower); its SkylakeX kernels run on any AVX-512 CPU.
+ * - OMP_WAIT_POLICY=passive: spinning idle OpenMP threads otherwise steal the cores that OpenBLAS
+ *   and the next parallel loop need on a small machine. */
+static void exec_with_runtime_settings(char **argv)
+{
+    int changed = 0;
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (!getenv("OPENBLAS_CORETYPE") && __builtin_cpu_supports("avx512f")) {
+        setenv("OPENBLAS_CORETYPE", "SkylakeX", 1);
+        changed = 1;
+    }
+#endif
+    if (!getenv("OMP_WAIT_POLICY")) {
+        setenv("OMP_WAIT_POLICY", "passive", 1);
+        changed = 1;
+    }
+    if (changed && !getenv("LEUKOSEG_NO_REEXEC")) {
+        setenv("LEUKOSEG_NO_REEXEC", "1", 1); /* never loop */
+        execv("/proc/self/exe", argv);
+        /* exec failed (no /proc): carry on with the defaults */
+    }
+}
+
 int main(int argc, char **argv)
 {
+    exec_with_runtime_settings(argv);
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         fputs(usage, argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
