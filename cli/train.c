@@ -42,6 +42,8 @@ static const char *train_help =
     "  --val-split S      split to validate on (default val)\n"
     "  --limit N          use only the first N training images (for quick checks)\n"
     "  --resume FILE      continue from a checkpoint exactly where it stopped\n"
+    "  --stop-at-step N   save a checkpoint and stop after optimiser step N (to split a long\n"
+    "                     run into sessions; continue with --resume)\n"
     "\n"
     "Ctrl-C saves a checkpoint and exits; --resume continues as if never stopped.\n";
 
@@ -49,7 +51,7 @@ typedef struct {
     const char *data[MAX_DATA];
     int ndata;
     const char *out, *variant, *resume;
-    int size, batch, epochs, warmup, patience, seed, threads, limit;
+    int size, batch, epochs, warmup, patience, seed, threads, limit, stop_at_step;
     double lr, head_lr_mult, weight_decay;
     ls_split train_split, val_split;
 } train_options;
@@ -115,6 +117,9 @@ static int parse_train_options(int argc, char **argv, train_options *o)
             if (!parse_int("train", "--seed", v, 0, 2147483647, &o->seed)) return 2;
         } else if (opt_value(argc, argv, &i, "--threads", &v)) {
             if (!parse_int("train", "--threads", v, 1, 1024, &o->threads)) return 2;
+        } else if (opt_value(argc, argv, &i, "--stop-at-step", &v)) {
+            if (!parse_int("train", "--stop-at-step", v, 1, 2147483647, &o->stop_at_step))
+                return 2;
         } else if (opt_value(argc, argv, &i, "--limit", &v)) {
             if (!parse_int("train", "--limit", v, 1, 100000000, &o->limit)) return 2;
         } else if (opt_value(argc, argv, &i, "--lr", &v)) {
@@ -478,13 +483,14 @@ static ls_status run_epochs(trainer *t, train_state *ts, const char *ckpt, ls_er
         epoch_order(t->order, n, o->seed, epoch);
         double loss_sum = 0.0, t_epoch = now_seconds();
         for (int s = in_epoch; s < steps_per_epoch; s++) {
-            if (interrupted) {
+            if (interrupted || (o->stop_at_step > 0 && ts->step >= o->stop_at_step)) {
                 progress_done();
                 ls_status st = save_checkpoint(ckpt, t->m, t->opt, ts, err);
                 if (st != LS_OK) return st;
-                fprintf(stderr, "interrupted: checkpoint saved to %s at step %ld; continue with "
-                        "--resume %s\n", ckpt, ts->step, ckpt);
-                return LS_ERR_INTERRUPTED;
+                fprintf(stderr, "%s: checkpoint saved to %s at step %ld; continue with "
+                        "--resume %s\n", interrupted ? "interrupted" : "stopped", ckpt, ts->step,
+                        ckpt);
+                return interrupted ? LS_ERR_INTERRUPTED : LS_OK;
             }
             float lr = ls_lr_at(&t->opt->cfg, t->opt->step), loss = 0.0f;
             double t0 = now_seconds();
@@ -621,7 +627,7 @@ int cmd_train(int argc, char **argv)
         st = run_epochs(&t, &ts, ckpt, &err);
         signal(SIGINT, SIG_DFL);
     }
-    if (st == LS_OK)
+    if (st == LS_OK && !(o.stop_at_step > 0 && ts.step >= o.stop_at_step))
         fprintf(stderr, "done: best validation mIoU %.4f at epoch %d, model in %s\n", ts.best_miou,
                 ts.best_epoch, o.out);
     rc = st == LS_OK ? 0 : st == LS_ERR_INTERRUPTED ? 130 : cli_error("train", &err);

@@ -61,24 +61,29 @@ for img in "$data/Dataset 1/001.bmp" "$small" "$data/Dataset 2/001.bmp"; do
     fi
 done
 
-# 3. Short training on 8 real images: the loss falls; --resume continues from the checkpoint.
-if OMP_NUM_THREADS=2 "$bin" train --data "$data/Dataset 1" --out "$tmp/t/m.safetensors" \
-        --limit 8 --batch 4 --size 64 --epochs 6 --warmup 2 --lr 1e-3 2> "$tmp/train.err"; then
+# 3. Short training on 8 real images: the loss falls. Then the same run split in two by
+#    --stop-at-step and --resume must log exactly the same step losses (same seed and threads).
+train_small() { OMP_NUM_THREADS=2 "$bin" train --data "$data/Dataset 1" --limit 8 --batch 4 \
+    --size 64 --epochs 6 --warmup 2 --lr 1e-3 --threads 2 "$@"; }
+step_losses() { python3 -c "import json,sys; [print(d['step'], d['loss']) for d in map(json.loads, open(sys.argv[1])) if d['type'] == 'step']" "$1"; }
+if train_small --out "$tmp/t/m.safetensors" 2> "$tmp/train.err"; then
     python3 - "$tmp/t/m.safetensors.log.jsonl" <<'EOF' && pass "short training: loss falls" || fail "short training: loss did not fall"
 import json, sys
-steps = [json.loads(l)["loss"] for l in open(sys.argv[1]) if '"step"' in l and '"loss"' in l]
+steps = [d["loss"] for d in map(json.loads, open(sys.argv[1])) if d["type"] == "step"]
 first, last = sum(steps[:2]) / 2, sum(steps[-2:]) / 2
 print(f"   loss {first:.4f} -> {last:.4f} over {len(steps)} steps")
 sys.exit(0 if last < 0.8 * first else 1)
 EOF
     "$bin" info "$tmp/t/m.safetensors" | grep -q "provenance" || fail "info shows no provenance"
-    if "$bin" train --data "$data/Dataset 1" --out "$tmp/t/m.safetensors" --limit 8 --batch 4 \
-            --size 64 --epochs 7 --warmup 2 --lr 1e-3 --resume "$tmp/t/m.safetensors.ckpt" \
-            2> "$tmp/resume.err"; then
-        grep -q "resuming from" "$tmp/resume.err" && pass "resume from checkpoint" ||
-            fail "resume did not report resuming"
+    train_small --out "$tmp/r/m.safetensors" --stop-at-step 5 2> "$tmp/stop.err" &&
+        train_small --out "$tmp/r/m.safetensors" --resume "$tmp/r/m.safetensors.ckpt" \
+            2> "$tmp/resume.err" || fail "stop/resume run exited non-zero: $(tail -1 "$tmp/resume.err")"
+    if grep -q "resuming from" "$tmp/resume.err" &&
+            cmp -s <(step_losses "$tmp/t/m.safetensors.log.jsonl") \
+                   <(step_losses "$tmp/r/m.safetensors.log.jsonl"); then
+        pass "stop at step 5 + resume logs the same step losses as an uninterrupted run"
     else
-        fail "resume exited non-zero: $(tail -1 "$tmp/resume.err")"
+        fail "resumed run differs from the uninterrupted one"
     fi
 else
     fail "short training exited non-zero: $(tail -1 "$tmp/train.err")"
