@@ -41,6 +41,8 @@ static const char *train_help =
     "  --train-split S    split to train on: train, val, test, all (default train)\n"
     "  --val-split S      split to validate on (default val)\n"
     "  --limit N          use only the first N training images (for quick checks)\n"
+    "  --balance          draw as many samples per epoch from each dataset folder as the\n"
+    "                     largest one has (small folders are repeated)\n"
     "  --resume FILE      continue from a checkpoint exactly where it stopped\n"
     "  --stop-at-step N   save a checkpoint and stop after optimiser step N (to split a long\n"
     "                     run into sessions; continue with --resume)\n"
@@ -51,7 +53,7 @@ typedef struct {
     const char *data[MAX_DATA];
     int ndata;
     const char *out, *variant, *resume;
-    int size, batch, epochs, warmup, patience, seed, threads, limit, stop_at_step;
+    int size, batch, epochs, warmup, patience, seed, threads, limit, stop_at_step, balance;
     double lr, head_lr_mult, weight_decay;
     ls_split train_split, val_split;
 } train_options;
@@ -117,6 +119,8 @@ static int parse_train_options(int argc, char **argv, train_options *o)
             if (!parse_int("train", "--seed", v, 0, 2147483647, &o->seed)) return 2;
         } else if (opt_value(argc, argv, &i, "--threads", &v)) {
             if (!parse_int("train", "--threads", v, 1, 1024, &o->threads)) return 2;
+        } else if (!strcmp(argv[i], "--balance")) {
+            o->balance = 1;
         } else if (opt_value(argc, argv, &i, "--stop-at-step", &v)) {
             if (!parse_int("train", "--stop-at-step", v, 1, 2147483647, &o->stop_at_step))
                 return 2;
@@ -347,13 +351,48 @@ static double now_seconds(void)
     return t.tv_sec + t.tv_nsec * 1e-9;
 }
 
-/* Fisher-Yates with an rng seeded by (seed, epoch). */
-static void epoch_order(int *order, int n, int seed, int epoch)
+/* Images per dataset folder (source); returns the number of sources (at most 64). */
+static int source_counts(const ls_dataset *ds, int *counts)
+{
+    int sources = 0;
+    memset(counts, 0, sizeof(int) * 64);
+    for (int i = 0; i < ds->n; i++) {
+        int s = ds->samples[i].source & 63;
+        counts[s]++;
+        if (s + 1 > sources) sources = s + 1;
+    }
+    return sources;
+}
+
+/* Samples drawn per epoch: every image once, or with --balance as many from each non-empty
+ * source as the largest one holds, so a small folder is not drowned out. */
+static int epoch_length(const ls_dataset *ds, int balance, int *per_source)
+{
+    int counts[64], sources = source_counts(ds, counts), largest = 0, used = 0;
+    for (int s = 0; s < sources; s++) {
+        if (counts[s] > largest) largest = counts[s];
+        used += counts[s] > 0;
+    }
+    if (per_source) *per_source = largest;
+    return balance ? largest * used : ds->n;
+}
+
+/* The epoch's sample order, from an rng seeded by (seed, epoch). With balance, each source's
+ * images are cycled up to the largest source's count before the shuffle. */
+static void epoch_order(int *order, const ls_dataset *ds, int balance, int seed, int epoch)
 {
     ls_rng rng;
     ls_rng_seed(&rng, ((uint64_t)seed << 32) ^ (uint64_t)epoch ^ 0x5EEDull);
-    for (int i = 0; i < n; i++) order[i] = i;
-    for (int i = n - 1; i > 0; i--) {
+    int n = 0, per_source, counts[64], sources = source_counts(ds, counts);
+    int len = epoch_length(ds, balance, &per_source);
+    for (int s = 0; s < (balance ? sources : 1); s++) {
+        int first = n;
+        for (int i = 0; i < ds->n; i++)
+            if (!balance || (ds->samples[i].source & 63) == s) order[n++] = i;
+        for (int k = n - first; balance && n > first && k < per_source; k++)
+            order[n++] = order[first + k % counts[s]];
+    }
+    for (int i = len - 1; i > 0; i--) {
         int j = ls_rng_int(&rng, i + 1), t = order[i];
         order[i] = order[j];
         order[j] = t;
@@ -418,6 +457,7 @@ typedef struct {
     float *x;
     uint8_t *labels;
     int *order;
+    int epoch_len;
 } trainer;
 
 /* One optimiser step on batch positions [first, first + batch) of this epoch's order. */
@@ -431,7 +471,7 @@ static ls_status train_step(trainer *t, int epoch, int first, float *loss, ls_er
     ls_model_preproc(t->m, &pp);
     size_t plane = (size_t)o->size * o->size;
     for (int b = 0; b < o->batch; b++) {
-        int idx = t->order[(first + b) % t->train->ds.n];
+        int idx = t->order[(first + b) % t->epoch_len];
         ls_status st = ls_augment_sample(&aug, &rng, &t->train->images[idx],
                                          &t->train->masks[idx], pp.mean, pp.std,
                                          t->x + b * 3 * plane, t->labels + b * plane, err);
@@ -444,7 +484,7 @@ static ls_status train_step(trainer *t, int epoch, int first, float *loss, ls_er
     if (st != LS_OK) {
         char first_file[512];
         snprintf(first_file, sizeof first_file, "%s", t->train->ds.samples[t->order[first %
-                 t->train->ds.n]].image_path);
+                 t->epoch_len]].image_path);
         char msg[sizeof err->msg];
         snprintf(msg, sizeof msg, "%s", err->msg);
         return ls_fail(err, st, "epoch %d, step %ld (batch starting with %s): %s", epoch + 1,
@@ -472,7 +512,7 @@ static ls_status validate(trainer *t, double *miou, ls_error *err)
 static ls_status run_epochs(trainer *t, train_state *ts, const char *ckpt, ls_error *err)
 {
     const train_options *o = t->o;
-    int n = t->train->ds.n;
+    int n = t->epoch_len;
     int steps_per_epoch = n / o->batch > 0 ? n / o->batch : 1;
     long total_steps = (long)steps_per_epoch * o->epochs;
     double t_start = now_seconds();
@@ -480,7 +520,7 @@ static ls_status run_epochs(trainer *t, train_state *ts, const char *ckpt, ls_er
     while (ts->step < total_steps) {
         int epoch = (int)(ts->step / steps_per_epoch);
         int in_epoch = (int)(ts->step % steps_per_epoch);
-        epoch_order(t->order, n, o->seed, epoch);
+        epoch_order(t->order, &t->train->ds, o->balance, o->seed, epoch);
         double loss_sum = 0.0, t_epoch = now_seconds();
         for (int s = in_epoch; s < steps_per_epoch; s++) {
             if (interrupted || (o->stop_at_step > 0 && ts->step >= o->stop_at_step)) {
@@ -594,7 +634,8 @@ int cmd_train(int argc, char **argv)
     ac.weight_decay = (float)o.weight_decay;
     ac.warmup_iters = o.warmup;
     if (st == LS_OK) {
-        int spe = train.ds.n / o.batch > 0 ? train.ds.n / o.batch : 1;
+        int len = epoch_length(&train.ds, o.balance, NULL);
+        int spe = len / o.batch > 0 ? len / o.batch : 1;
         ac.max_iters = (long)spe * o.epochs;
         st = ls_adamw_init(&opt, m, &ac, &err);
     }
@@ -616,10 +657,11 @@ int cmd_train(int argc, char **argv)
         st = ls_fail(&err, LS_ERR_IO, "cannot write the training log %s", log_path);
     if (st == LS_OK) {
         print_summary(m, &o, &train, &val, ls_workspace_bytes(ws), threads);
-        t = (trainer){&o, m, ws, &opt, &train, &val, log, NULL, NULL, NULL};
+        t = (trainer){&o, m, ws, &opt, &train, &val, log, NULL, NULL, NULL, 0};
         t.x = malloc(sizeof(float) * 3 * o.batch * o.size * o.size);
         t.labels = malloc((size_t)o.batch * o.size * o.size);
-        t.order = malloc(sizeof(int) * train.ds.n);
+        t.epoch_len = epoch_length(&train.ds, o.balance, NULL);
+        t.order = malloc(sizeof(int) * t.epoch_len);
         if (!t.x || !t.labels || !t.order) st = ls_fail(&err, LS_ERR_NOMEM, "out of memory");
     }
     if (st == LS_OK) {
