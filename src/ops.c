@@ -2,6 +2,7 @@
 #include "ops.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #ifdef LS_HAVE_CBLAS
@@ -386,57 +387,116 @@ void bilinear_forward(float *out, int out_pitch, const float *in, int b, int hi,
     }
 }
 
+/* For each input index, the output indices that read it and with which weight (CSR lists), so
+ * the backward can gather instead of scatter. */
+typedef struct {
+    int *start;   /* [in + 1] */
+    int *out;     /* [2 * n_out] */
+    float *weight;
+} tap_lists;
+
+static int tap_lists_build(tap_lists *t, int in, int out)
+{
+    t->start = calloc((size_t)in + 1, sizeof(int));
+    t->out = malloc(sizeof(int) * 2 * (size_t)out);
+    t->weight = malloc(sizeof(float) * 2 * (size_t)out);
+    if (!t->start || !t->out || !t->weight) return 0;
+    for (int o = 0; o < out; o++) {
+        lerp_tap tp = bilinear_tap(o, in, out);
+        t->start[tp.i0 + 1]++;
+        t->start[tp.i1 + 1]++;
+    }
+    for (int i = 0; i < in; i++) t->start[i + 1] += t->start[i];
+    int *fill = calloc((size_t)in, sizeof(int));
+    if (!fill) return 0;
+    for (int o = 0; o < out; o++) {
+        lerp_tap tp = bilinear_tap(o, in, out);
+        int k0 = t->start[tp.i0] + fill[tp.i0]++;
+        t->out[k0] = o;
+        t->weight[k0] = tp.w0;
+        int k1 = t->start[tp.i1] + fill[tp.i1]++;
+        t->out[k1] = o;
+        t->weight[k1] = tp.w1;
+    }
+    free(fill);
+    return 1;
+}
+
+static void tap_lists_free(tap_lists *t)
+{
+    free(t->start);
+    free(t->out);
+    free(t->weight);
+}
+
 void bilinear_backward(float *din, const float *dout, int out_pitch, int b, int hi, int wi, int ho,
                        int wo, int c)
 {
-    /* Scatter; threads split channel blocks so no two threads write the same value. */
-    enum { BLOCK = 16 };
-    int nblocks = (c + BLOCK - 1) / BLOCK;
+    /* Gather: each input pixel sums the outputs that read it, so rows split across threads
+     * without conflicts and every sum has a fixed order. */
+    tap_lists ty = {0}, tx = {0};
+    int ok = tap_lists_build(&ty, hi, ho) && tap_lists_build(&tx, wi, wo);
+    long rows = (long)b * hi;
+    if (!ok) {
+        /* Out of memory for a few index lists: poison the gradient so the caller's finiteness
+         * check reports it instead of training on a silently wrong value. */
+        for (long k = 0; k < rows * wi * c; k++) din[k] = NAN;
+        rows = 0;
+    }
 #pragma omp parallel for schedule(static)
-    for (int blk = 0; blk < nblocks; blk++) {
-        int c0 = blk * BLOCK, c1 = c0 + BLOCK < c ? c0 + BLOCK : c;
-        for (int bb = 0; bb < b; bb++) {
-            for (int oy = 0; oy < ho; oy++) {
-                lerp_tap ty = bilinear_tap(oy, hi, ho);
-                float *row0 = din + ((long)bb * hi + ty.i0) * wi * c;
-                float *row1 = din + ((long)bb * hi + ty.i1) * wi * c;
-                for (int ox = 0; ox < wo; ox++) {
-                    lerp_tap tx = bilinear_tap(ox, wi, wo);
-                    const float *g = dout + (((long)bb * ho + oy) * wo + ox) * out_pitch;
-                    for (int ch = c0; ch < c1; ch++) {
-                        row0[tx.i0 * c + ch] += ty.w0 * tx.w0 * g[ch];
-                        row0[tx.i1 * c + ch] += ty.w0 * tx.w1 * g[ch];
-                        row1[tx.i0 * c + ch] += ty.w1 * tx.w0 * g[ch];
-                        row1[tx.i1 * c + ch] += ty.w1 * tx.w1 * g[ch];
-                    }
+    for (long r = 0; r < rows; r++) {
+        int iy = (int)(r % hi);
+        long bb = r / hi;
+        for (int ix = 0; ix < wi; ix++) {
+            float *d = din + ((bb * hi + iy) * wi + ix) * c;
+            for (int ky = ty.start[iy]; ky < ty.start[iy + 1]; ky++) {
+                const float *grow = dout + (bb * ho + ty.out[ky]) * (long)wo * out_pitch;
+                for (int kx = tx.start[ix]; kx < tx.start[ix + 1]; kx++) {
+                    float w = ty.weight[ky] * tx.weight[kx];
+                    const float *g = grow + (long)tx.out[kx] * out_pitch;
+                    for (int ch = 0; ch < c; ch++) d[ch] += w * g[ch];
                 }
             }
         }
     }
+    tap_lists_free(&ty);
+    tap_lists_free(&tx);
 }
 
 /* ------------------------------------------------------------------------------------------ */
 /* BatchNorm (decode head)                                                                     */
 /* ------------------------------------------------------------------------------------------ */
 
+/* BatchNorm reductions run over rows for blocks of 16 channels, one block per thread: rows are
+ * read contiguously and each sum has a fixed order whatever the thread count. */
+enum { BN_BLOCK = 16 };
+
 void batchnorm_train_forward(float *y, float *mean, float *rstd, float *running_mean,
                              float *running_var, const float *x, const float *g, const float *beta,
                              long m, int c, float eps, float momentum)
 {
+    int nblocks = (c + BN_BLOCK - 1) / BN_BLOCK;
 #pragma omp parallel for schedule(static)
-    for (int ch = 0; ch < c; ch++) {
-        double sum = 0.0;
-        for (long i = 0; i < m; i++) sum += x[i * c + ch];
-        double mu = sum / m, var = 0.0;
-        for (long i = 0; i < m; i++) {
-            double d = x[i * c + ch] - mu;
-            var += d * d;
+    for (int blk = 0; blk < nblocks; blk++) {
+        int c0 = blk * BN_BLOCK, nc = c0 + BN_BLOCK < c ? BN_BLOCK : c - c0;
+        double sum[BN_BLOCK] = {0}, sq[BN_BLOCK] = {0};
+        for (long i = 0; i < m; i++)
+            for (int j = 0; j < nc; j++) sum[j] += x[i * c + c0 + j];
+        double mu[BN_BLOCK];
+        for (int j = 0; j < nc; j++) mu[j] = sum[j] / m;
+        for (long i = 0; i < m; i++)
+            for (int j = 0; j < nc; j++) {
+                double d = x[i * c + c0 + j] - mu[j];
+                sq[j] += d * d;
+            }
+        for (int j = 0; j < nc; j++) {
+            int ch = c0 + j;
+            double biased = sq[j] / m, unbiased = m > 1 ? sq[j] / (m - 1) : sq[j];
+            mean[ch] = (float)mu[j];
+            rstd[ch] = (float)(1.0 / sqrt(biased + eps));
+            running_mean[ch] = (1.0f - momentum) * running_mean[ch] + momentum * (float)mu[j];
+            running_var[ch] = (1.0f - momentum) * running_var[ch] + momentum * (float)unbiased;
         }
-        double biased = var / m, unbiased = m > 1 ? var / (m - 1) : var;
-        mean[ch] = (float)mu;
-        rstd[ch] = (float)(1.0 / sqrt(biased + eps));
-        running_mean[ch] = (1.0f - momentum) * running_mean[ch] + momentum * (float)mu;
-        running_var[ch] = (1.0f - momentum) * running_var[ch] + momentum * (float)unbiased;
     }
 #pragma omp parallel for schedule(static)
     for (long i = 0; i < m; i++)
@@ -458,21 +518,33 @@ void batchnorm_eval_forward(float *y, const float *x, const float *running_mean,
 void batchnorm_backward(float *dx, float *dg, float *dbeta, const float *dy, const float *x,
                         const float *mean, const float *rstd, const float *g, long m, int c)
 {
+    int nblocks = (c + BN_BLOCK - 1) / BN_BLOCK;
 #pragma omp parallel for schedule(static)
-    for (int ch = 0; ch < c; ch++) {
-        double sum_dy = 0.0, sum_dy_xhat = 0.0;
+    for (int blk = 0; blk < nblocks; blk++) {
+        int c0 = blk * BN_BLOCK, nc = c0 + BN_BLOCK < c ? BN_BLOCK : c - c0;
+        float sum_dy[BN_BLOCK] = {0}, sum_dy_xhat[BN_BLOCK] = {0};
         for (long i = 0; i < m; i++) {
-            double xhat = (x[i * c + ch] - mean[ch]) * rstd[ch];
-            sum_dy += dy[i * c + ch];
-            sum_dy_xhat += dy[i * c + ch] * xhat;
+            const float *xr = x + i * c + c0, *dyr = dy + i * c + c0;
+            for (int j = 0; j < nc; j++) {
+                sum_dy[j] += dyr[j];
+                sum_dy_xhat[j] += dyr[j] * (xr[j] - mean[c0 + j]) * rstd[c0 + j];
+            }
         }
-        dg[ch] += (float)sum_dy_xhat;
-        dbeta[ch] += (float)sum_dy;
-        float k = g[ch] * rstd[ch];
-        float mdy = (float)(sum_dy / m), mdyx = (float)(sum_dy_xhat / m);
+        float k[BN_BLOCK], mdy[BN_BLOCK], mdyx[BN_BLOCK];
+        for (int j = 0; j < nc; j++) {
+            dg[c0 + j] += sum_dy_xhat[j];
+            dbeta[c0 + j] += sum_dy[j];
+            k[j] = g[c0 + j] * rstd[c0 + j];
+            mdy[j] = sum_dy[j] / (float)m;
+            mdyx[j] = sum_dy_xhat[j] / (float)m;
+        }
         for (long i = 0; i < m; i++) {
-            float xhat = (x[i * c + ch] - mean[ch]) * rstd[ch];
-            dx[i * c + ch] += k * (dy[i * c + ch] - mdy - xhat * mdyx);
+            const float *xr = x + i * c + c0, *dyr = dy + i * c + c0;
+            float *dxr = dx + i * c + c0;
+            for (int j = 0; j < nc; j++) {
+                float xhat = (xr[j] - mean[c0 + j]) * rstd[c0 + j];
+                dxr[j] += k[j] * (dyr[j] - mdy[j] - xhat * mdyx[j]);
+            }
         }
     }
 }
