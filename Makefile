@@ -77,7 +77,7 @@ $(BUILD)/obj $(BUILD)/cli $(BUILD)/tests:
 	mkdir -p $@
 
 # Web pages built into the binary (leukoseg serve / report): tools/embed.c, a small C generator,
-# turns web/* into a C file of byte arrays, so the build needs no xxd.
+# turns the files in web/ into a C file of byte arrays, so the build needs no xxd.
 WEB_SRC := $(sort $(wildcard web/*))
 $(BUILD)/tools/embed: tools/embed.c | $(BUILD)/tools
 	$(CC) -std=c11 -O2 -Wall -Wextra $< -o $@

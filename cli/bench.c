@@ -14,11 +14,12 @@
 
 static const char *bench_help =
     "usage: leukoseg bench [--variant V] [--size S] [--batch B] [--threads T] [--steps N]\n"
-    "                      [--json]\n"
+    "                      [--infer-only] [--json]\n"
     "\n"
     "Times training steps (forward, loss, backward, AdamW) and eval-mode inference on random\n"
     "inputs after a warm-up. Prints img/s, achieved GFLOP/s (2 x multiply-adds of the forward;\n"
     "a training step counts 3 forwards) and peak resident memory.\n"
+    "--infer-only skips training (for sizes whose training activations do not fit).\n"
     "Defaults: b0, 128, batch 8, all cores, 10 timed steps.\n";
 
 /* Multiply-adds of one eval forward for a b x h x w input, from the same shapes the model uses:
@@ -59,12 +60,12 @@ static double seconds_now(void)
 
 typedef struct {
     const char *variant;
-    int size, batch, threads, steps, json;
+    int size, batch, threads, steps, json, infer_only;
 } bench_options;
 
 static int parse_bench(int argc, char **argv, bench_options *o)
 {
-    *o = (bench_options){"b0", 128, 8, 0, 10, 0};
+    *o = (bench_options){"b0", 128, 8, 0, 10, 0, 0};
     for (int i = 1; i < argc; i++) {
         const char *v = NULL;
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
@@ -72,6 +73,8 @@ static int parse_bench(int argc, char **argv, bench_options *o)
             return -1;
         } else if (!strcmp(argv[i], "--json")) {
             o->json = 1;
+        } else if (!strcmp(argv[i], "--infer-only")) {
+            o->infer_only = 1;
         } else if (opt_value(argc, argv, &i, "--variant", &v)) {
             if (!v) return cli_usage_error("bench", "--variant needs b0..b5");
             o->variant = v;
@@ -112,15 +115,17 @@ int cmd_bench(int argc, char **argv)
     ls_status st = (!x || !labels) ? ls_fail(&err, LS_ERR_NOMEM, "out of memory") : LS_OK;
     if (st == LS_OK) st = ls_config_for_variant(o.variant, 3, &cfg, &err);
     if (st == LS_OK) st = ls_model_create(&cfg, 1, &m, &err);
-    if (st == LS_OK) st = ls_workspace_create(m, o.batch, o.size, o.size, 1, &train_ws, &err);
+    ls_rng rng;
+    ls_rng_seed(&rng, 7);
+    for (size_t k = 0; st == LS_OK && k < 3 * plane * o.batch; k++) x[k] = ls_rng_normal(&rng);
+    for (size_t k = 0; st == LS_OK && k < plane * o.batch; k++)
+        labels[k] = (uint8_t)ls_rng_int(&rng, 3);
+    if (st == LS_OK && !o.infer_only)
+        st = ls_workspace_create(m, o.batch, o.size, o.size, 1, &train_ws, &err);
     ls_adamw_config ac = ls_adamw_default();
-    if (st == LS_OK) st = ls_adamw_init(&opt, m, &ac, &err);
+    if (st == LS_OK && !o.infer_only) st = ls_adamw_init(&opt, m, &ac, &err);
     double train_s = 0.0, infer_s = 0.0;
-    if (st == LS_OK) {
-        ls_rng rng;
-        ls_rng_seed(&rng, 7);
-        for (size_t k = 0; k < 3 * plane * o.batch; k++) x[k] = ls_rng_normal(&rng);
-        for (size_t k = 0; k < plane * o.batch; k++) labels[k] = (uint8_t)ls_rng_int(&rng, 3);
+    if (st == LS_OK && !o.infer_only) {
         float loss;
         for (int s = -2; st == LS_OK && s < o.steps; s++) { /* two warm-up steps */
             double t0 = seconds_now();
@@ -148,15 +153,17 @@ int cmd_bench(int argc, char **argv)
         getrusage(RUSAGE_SELF, &ru);
         double imgs = (double)o.batch * o.steps;
         double gflop = 2.0 * forward_macs(&cfg, o.size, o.size) * 1e-9;
-        double train_img_s = imgs / train_s, infer_img_s = imgs / infer_s;
+        double train_img_s = o.infer_only ? 0.0 : imgs / train_s, infer_img_s = imgs / infer_s;
         cJSON *r = cJSON_CreateObject();
         cJSON_AddStringToObject(r, "variant", o.variant);
         cJSON_AddNumberToObject(r, "size", o.size);
         cJSON_AddNumberToObject(r, "batch", o.batch);
         cJSON_AddNumberToObject(r, "threads", threads);
         cJSON_AddNumberToObject(r, "gflop_per_image_forward", gflop);
-        cJSON_AddNumberToObject(r, "train_img_s", train_img_s);
-        cJSON_AddNumberToObject(r, "train_gflop_s", train_img_s * 3.0 * gflop);
+        if (!o.infer_only) {
+            cJSON_AddNumberToObject(r, "train_img_s", train_img_s);
+            cJSON_AddNumberToObject(r, "train_gflop_s", train_img_s * 3.0 * gflop);
+        }
         cJSON_AddNumberToObject(r, "infer_img_s", infer_img_s);
         cJSON_AddNumberToObject(r, "infer_gflop_s", infer_img_s * gflop);
         cJSON_AddNumberToObject(r, "peak_rss_mib", ru.ru_maxrss / 1024.0);

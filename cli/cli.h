@@ -15,6 +15,8 @@ int cmd_info(int argc, char **argv);
 int cmd_serve(int argc, char **argv);  /* cli/serve.c */
 int cmd_report(int argc, char **argv); /* cli/report.c */
 int cmd_bench(int argc, char **argv);
+int cmd_count(int argc, char **argv);       /* cli/count.c */
+int cmd_train_cells(int argc, char **argv); /* cli/count.c */
 
 /* Prints "leukoseg <cmd>: error: <msg>" on stderr and returns exit status 1. */
 int cli_error(const char *cmd, const ls_error *err);

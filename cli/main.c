@@ -22,7 +22,9 @@ static const char *usage =
     "  info      configuration, classes, parameter count and provenance of a model\n"
     "  serve     results pages, upload-and-segment and attention views over HTTP\n"
     "  report    the results pages as a static folder (no server needed)\n"
-    "  bench     training and inference throughput, GFLOP/s and peak memory\n";
+    "  bench     training and inference throughput, GFLOP/s and peak memory\n"
+    "  count     cells, cell types and a differential count (--eval: type accuracy)\n"
+    "  train-cells  fit the cell-type classifier of a model on labelled images\n";
 
 /* Runtime settings that OpenBLAS and libgomp read once, when they are loaded, so they must be in
  * the environment before the process starts: if either is unset, set it and exec ourselves again.
@@ -66,6 +68,8 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "serve")) return cmd_serve(argc - 1, argv + 1);
     if (!strcmp(cmd, "report")) return cmd_report(argc - 1, argv + 1);
     if (!strcmp(cmd, "bench")) return cmd_bench(argc - 1, argv + 1);
+    if (!strcmp(cmd, "count")) return cmd_count(argc - 1, argv + 1);
+    if (!strcmp(cmd, "train-cells")) return cmd_train_cells(argc - 1, argv + 1);
     fprintf(stderr, "leukoseg: unknown command '%s'\n\n%s", cmd, usage);
     return 2;
 }

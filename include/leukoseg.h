@@ -345,6 +345,14 @@ ls_status ls_model_loss(ls_model *model, ls_workspace *ws, const uint8_t *labels
 ls_status ls_model_backward(ls_model *model, ls_workspace *ws, ls_error *err);
 void ls_model_zero_grad(ls_model *model);
 
+/* Head-averaged attention of one query token (index y*w + x on the stage's grid) over the
+ * reduced key grid (hr x wr), from the last forward: softmax(q k^T / sqrt(d)) recomputed from the
+ * kept queries and keys, so it works after a chunked inference forward. out holds hr*wr floats. */
+ls_status ls_attention_map(const ls_model *model, const ls_workspace *ws, int stage, int block,
+                           int sample, int query, float *out, int *hr, int *wr, ls_error *err);
+/* Token grid (h x w) and reduced key grid (hr x wr) of a stage (0..3) in this workspace. */
+void ls_workspace_stage_grid(const ls_workspace *ws, int stage, int *h, int *w, int *hr, int *wr);
+
 /* Logits of the last forward, NHWC [B, h4, w4, K]. */
 const float *ls_workspace_logits(const ls_workspace *ws, int *h4, int *w4);
 
@@ -400,6 +408,106 @@ ls_status ls_segment_image(ls_model *model, const ls_image *img, ls_mask *mask, 
 
 /* Argmax over K channels of NHWC logits/probabilities [n, K] into labels [n]. */
 void ls_argmax(const float *scores, size_t n, int k, uint8_t *labels);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Cells and differential count (src/cells.c, src/celltype.c)                                  */
+/* ------------------------------------------------------------------------------------------ */
+
+/* White-cell types of the class-label CSVs: 1 neutrophil, 2 lymphocyte, 3 monocyte,
+ * 4 eosinophil, 5 basophil; 0 is "unidentified" (classifier confidence below the threshold). */
+#define LS_CELL_TYPES 5
+/* Mask class of the nucleus; every class >= 1 (except LS_IGNORE) is part of a cell. */
+#define LS_NUCLEUS_CLASS 2
+
+typedef struct {
+    int min_area;      /* instances below this many pixels are specks: dropped and counted */
+    double neck_ratio; /* two watershed regions stay apart while the widest contact between them
+                          (distance-transform saddle) is below neck_ratio x the smaller region's
+                          peak distance (its inscribed radius) */
+    int lobe_open;     /* half-width (px) of the square opening before nucleus lobes are counted */
+} ls_cell_params;
+
+/* min_area 100, neck_ratio 0.7, lobe_open 1. */
+ls_cell_params ls_cell_params_default(void);
+
+typedef struct {
+    long area;          /* pixels of the cell, cytoplasm and nucleus */
+    long nucleus_area;
+    double nc_ratio;    /* nucleus_area / cytoplasm pixels (a cytoplasm of 0 counts as 1) */
+    int lobes;          /* 8-connected nucleus components after the opening */
+    double perimeter;   /* Crofton estimate over 4 directions (a digital disc gives 2 pi r) */
+    double circularity; /* 4 pi area / perimeter^2: about 1 for a disc, lower for rough shapes */
+    int bbox_x, bbox_y, bbox_w, bbox_h;
+    double cx, cy;      /* centroid, pixel units (x right, y down) */
+    int border;         /* 1: touches the image border, so it may be cut */
+    int predicted;      /* most likely type 1..5; 0 until classified */
+    int type;           /* predicted, or 0 (unidentified) when confidence < threshold */
+    double confidence;  /* the largest softmax probability */
+    float probs[LS_CELL_TYPES];
+} ls_cell;
+
+typedef struct {
+    int w, h;
+    int32_t *labels;    /* w*h: 0 background or speck, i + 1 for cells[i] */
+    ls_cell *cells;
+    int n;
+    int specks;         /* instances dropped for area < min_area */
+    long speck_pixels;
+} ls_cells;
+
+/* Cell instances of a class mask. Foreground is every class >= 1 with 8-connectivity. Seeds are
+ * the 8-connected nucleus components (a component without nucleus gets one seed at its
+ * distance-transform maximum); a marker watershed on the Euclidean distance to the background
+ * (outside the image counts as background) splits touching cells at their necks. Regions of one
+ * cell (the fragments of a lobed nucleus) are merged again: neighbours whose saddle reaches
+ * neck_ratio of the smaller peak, then remaining regions below min_area into the neighbour with
+ * the widest contact. Cells are numbered in raster order of their first pixel and measured;
+ * type fields stay 0 (see ls_cells_classify). */
+ls_status ls_cells_find(const ls_mask *mask, const ls_cell_params *params, ls_cells *cells,
+                        ls_error *err);
+void ls_cells_free(ls_cells *cells);
+
+/* "unidentified", "neutrophil", ..., "basophil" for 0..5; "?" otherwise. */
+const char *ls_cell_type_name(int type);
+
+/* Extra named tensors carried in the model file (the cell classifier); set copies the array,
+ * replacing a tensor of the same name. get returns NULL when absent. */
+ls_status ls_model_set_extra(ls_model *model, const char *name, const ls_array *a, ls_error *err);
+const ls_array *ls_model_get_extra(const ls_model *model, const char *name);
+
+/* Cell features: masked average pooling of each encoder stage's output at that stage's grid
+ * (the cell mask resampled by area), sum(hidden) values, then morphology (log area, nucleus
+ * fraction, N/C ratio, lobes, circularity) and the mean RGB of nucleus and cytoplasm. */
+int ls_cell_feature_count(const ls_model *model);
+int ls_model_has_cell_classifier(const ls_model *model);
+
+/* Segments img, finds and measures its cells and classifies them with the model's classifier
+ * (threshold < 0: the one stored with it). mask (may be NULL) receives the predicted class mask,
+ * features (may be NULL) a malloc'd [cells->n, F] array. Without a classifier the cells are
+ * found and measured but left unclassified. */
+ls_status ls_cells_analyze(ls_model *model, const ls_image *img, const ls_cell_params *params,
+                           double threshold, ls_mask *mask, ls_cells *cells, float **features,
+                           ls_error *err);
+
+/* Features of the cells of a given mask (e.g. ground truth) with the model's encoder run on img.
+ * features: malloc'd [cells->n, F]. */
+ls_status ls_cells_features(ls_model *model, const ls_image *img, const ls_mask *mask,
+                            const ls_cells *cells, float **features, ls_error *err);
+
+/* Fits the classifier: softmax regression on standardised features, L2 1e-2, class weights
+ * n / (5 n_c) capped at 10, full-batch gradient descent with backtracking. types are 1..5.
+ * Stores cell_classifier.{weight [5, F], bias [5], feature_mean [F], feature_std [F]} and the
+ * "cell_classifier" metadata in the model. */
+ls_status ls_celltype_fit(ls_model *model, const float *features, const int *types, int n,
+                          ls_error *err);
+/* Classifies n cells from their features with the model's classifier. */
+ls_status ls_cells_classify(const ls_model *model, const float *features, double threshold,
+                            ls_cells *cells, ls_error *err);
+
+/* Trains the classifier on the labelled samples of a dataset (ls_sample.cell_type 1..5): the
+ * largest ground-truth cell of each image (the predicted mask when a sample has no mask), with
+ * features from the model's own forward on the image. */
+ls_status ls_celltype_train(ls_model *model, const ls_dataset *train, ls_error *err);
 
 #ifdef __cplusplus
 }

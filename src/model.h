@@ -7,9 +7,11 @@
 
 #define LS_MAX_DEPTH 48
 #define LS_MAX_META 32
+#define LS_MAX_EXTRA 8
 #define LS_LN_EPS 1e-5f /* HF builds every LayerNorm with PyTorch's default eps (spec §7.1) */
 #define LS_BN_EPS 1e-5f
 #define LS_BN_MOMENTUM 0.1f
+#define LS_ATTN_CHUNK 1024 /* query rows per attention chunk at inference */
 
 /* Offsets of one transformer block's tensors in the flat parameter array (HF names in comments). */
 typedef struct {
@@ -52,7 +54,14 @@ struct ls_model {
     head_offsets head;
     int nmeta;
     char *meta_key[LS_MAX_META], *meta_value[LS_MAX_META];
+    /* Extra named tensors saved with the model (the cell classifier, src/celltype.c). */
+    int nextra;
+    char *extra_name[LS_MAX_EXTRA];
+    ls_array extra[LS_MAX_EXTRA];
 };
+
+/* Frees the extra tensors (src/celltype.c); ls_model_free calls it. */
+void ls_model_free_extras(ls_model *m);
 
 /* Activations kept for the backward of one transformer block. M = B*N tokens, Mr = B*Nr. */
 typedef struct {
@@ -63,7 +72,8 @@ typedef struct {
     float *sr_out;                        /* [Mr, C] */
     float *kv_in, *lnsr_mean, *lnsr_rstd; /* [Mr, C] reduced tokens after their LayerNorm */
     float *k, *v;                         /* [Mr, C] */
-    float *probs;                         /* [B, heads, N, Nr] */
+    float *probs;                         /* training: [B, heads, N, Nr]; inference: a
+                                             [LS_ATTN_CHUNK, Nr] scratch */
     float *ctx;                           /* [M, C] attention output before output.dense */
     float *x_mid;                         /* [M, C] residual stream after attention */
     float *ln2, *ln2_mean, *ln2_rstd;     /* [M, C], [M], [M] */

@@ -108,7 +108,7 @@ static void set_tensor(ls_named_tensor *t, const char *name, ls_dtype dtype, int
 
 ls_status ls_model_save(const ls_model *m, const char *path, ls_error *err)
 {
-    int n = m->nparams + 3, d = m->cfg.decoder_hidden;
+    int n = m->nparams + 3 + m->nextra, d = m->cfg.decoder_hidden;
     ls_named_tensor *tensors = calloc(n, sizeof *tensors);
     char *config = config_to_json(&m->cfg);
     char **keys = calloc(m->nmeta + 2, sizeof *keys), **values = calloc(m->nmeta + 2, sizeof *values);
@@ -128,6 +128,10 @@ ls_status ls_model_save(const ls_model *m, const char *path, ls_error *err)
     set_tensor(&tensors[m->nparams + 1], BN_PREFIX "running_var", LS_F32, 1, &d, m->bn_var);
     set_tensor(&tensors[m->nparams + 2], BN_PREFIX "num_batches_tracked", LS_I64, 0, NULL,
                &batches);
+    for (int i = 0; i < m->nextra; i++) {
+        tensors[m->nparams + 3 + i].name = m->extra_name[i];
+        tensors[m->nparams + 3 + i].array = m->extra[i];
+    }
     int nmeta = 0;
     keys[nmeta] = "format";
     values[nmeta++] = "pt";
@@ -432,6 +436,10 @@ ls_status ls_model_load(const char *path, ls_model **out, ls_error *err)
     for (int i = 0; st == LS_OK && i < tf.n_meta; i++)
         if (strcmp(tf.meta_keys[i], "config") != 0)
             st = ls_model_set_meta(m, tf.meta_keys[i], tf.meta_values[i], err);
+    /* Extra tensors travel with the model: the cell classifier (src/celltype.c). */
+    for (int i = 0; st == LS_OK && i < tf.n; i++)
+        if (strncmp(tf.tensors[i].name, "cell_classifier.", 16) == 0)
+            st = ls_model_set_extra(m, tf.tensors[i].name, &tf.tensors[i].array, err);
     ls_tensor_file_free(&tf);
     if (st != LS_OK) {
         ls_model_free(m);

@@ -554,19 +554,25 @@ void batchnorm_backward(float *dx, float *dg, float *dbeta, const float *dy, con
 /* ------------------------------------------------------------------------------------------ */
 
 void attention_forward(float *out, float *probs, const float *q, const float *k, const float *v,
-                       int n, int nr, int c, int heads)
+                       int n, int nr, int c, int heads, int chunk)
 {
     int d = c / heads;
     float sqrt_d = sqrtf((float)d);
+    int keep = chunk <= 0; /* training: keep every head's probabilities */
     for (int h = 0; h < heads; h++) {
-        float *p = probs + (size_t)h * n * nr;
-        /* S = (Q_h K_h^T) / sqrt(d): the product first, then the division, as HF does. */
-        ls_gemm(0, 1, n, nr, d, 1.0f, q + h * d, c, k + h * d, c, 0.0f, p, nr);
-        long total = (long)n * nr;
+        for (int r0 = 0; r0 < n; r0 += keep ? n : chunk) {
+            int rows = keep ? n : (n - r0 < chunk ? n - r0 : chunk);
+            float *p = keep ? probs + (size_t)h * n * nr : probs;
+            /* S = (Q_h K_h^T) / sqrt(d): the product first, then the division, as HF does. */
+            ls_gemm(0, 1, rows, nr, d, 1.0f, q + (size_t)r0 * c + h * d, c, k + h * d, c, 0.0f,
+                    p, nr);
+            long total = (long)rows * nr;
 #pragma omp parallel for schedule(static)
-        for (long i = 0; i < total; i++) p[i] /= sqrt_d;
-        softmax_rows(p, n, nr);
-        ls_gemm(0, 0, n, d, nr, 1.0f, p, nr, v + h * d, c, 0.0f, out + h * d, c);
+            for (long i = 0; i < total; i++) p[i] /= sqrt_d;
+            softmax_rows(p, rows, nr);
+            ls_gemm(0, 0, rows, d, nr, 1.0f, p, nr, v + h * d, c, 0.0f,
+                    out + (size_t)r0 * c + h * d, c);
+        }
     }
 }
 

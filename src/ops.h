@@ -86,9 +86,11 @@ void batchnorm_backward(float *dx, float *dg, float *dbeta, const float *dy, con
                         const float *mean, const float *rstd, const float *g, long m, int c);
 
 /* Multi-head attention core for one sample. q [N, C], k and v [Nr, C] with heads of d = C / h
- * channels (channel c is head c / d). probs [h, N, Nr] are kept for the backward; out [N, C]. */
+ * channels (channel c is head c / d); out [N, C]. With chunk 0, probs [h, N, Nr] are kept for
+ * the backward; with chunk > 0 (inference), probs is a [min(chunk, N), Nr] scratch and queries
+ * are done chunk rows at a time, so the full score matrix never exists (exact, row by row). */
 void attention_forward(float *out, float *probs, const float *q, const float *k, const float *v,
-                       int n, int nr, int c, int heads);
+                       int n, int nr, int c, int heads, int chunk);
 void attention_backward(float *dq, float *dk, float *dv, float *dprobs, const float *dout,
                         const float *probs, const float *q, const float *k, const float *v, int n,
                         int nr, int c, int heads);

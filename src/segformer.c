@@ -272,6 +272,7 @@ void ls_model_free(ls_model *m)
         free(m->meta_key[i]);
         free(m->meta_value[i]);
     }
+    ls_model_free_extras(m);
     free(m);
 }
 
@@ -370,7 +371,9 @@ static void layout_workspace(ls_workspace *ws, const ls_config *cfg, arena *a)
             bl->lnsr_rstd = sr > 1 ? take(a, mr) : NULL;
             bl->k = take(a, mr * c);
             bl->v = take(a, mr * c);
-            bl->probs = take(a, (size_t)b * cfg->heads[i] * s->n * s->nr);
+            bl->probs = training ? take(a, (size_t)b * cfg->heads[i] * s->n * s->nr)
+                                 : take(a, (size_t)(s->n < LS_ATTN_CHUNK ? s->n : LS_ATTN_CHUNK)
+                                               * s->nr);
             bl->ctx = take(a, m * c);
             bl->x_mid = take(a, m * c);
             bl->ln2 = take(a, m * c);
@@ -524,7 +527,8 @@ static void patch_embed_backward(ls_model *m, ls_workspace *ws, stage_acts *s, i
 /* ------------------------------------------------------------------------------------------ */
 
 static void attention_block_forward(ls_model *m, const stage_acts *s, block_acts *bl,
-                                    const block_offsets *o, int i, int batch, float *out)
+                                    const block_offsets *o, int i, int batch, int keep_probs,
+                                    float *out)
 {
     const ls_config *cfg = &m->cfg;
     int c = cfg->hidden[i], sr = cfg->sr[i], heads = cfg->heads[i];
@@ -541,8 +545,9 @@ static void attention_block_forward(ls_model *m, const stage_acts *s, block_acts
     linear_forward(bl->v, bl->kv_in, w + o->v_w, w + o->v_b, mr, c, c);
     for (int b = 0; b < batch; b++) {
         size_t tok = (size_t)b * s->n * c, red = (size_t)b * s->nr * c;
-        attention_forward(bl->ctx + tok, bl->probs + (size_t)b * heads * s->n * s->nr,
-                          bl->q + tok, bl->k + red, bl->v + red, s->n, s->nr, c, heads);
+        float *probs = keep_probs ? bl->probs + (size_t)b * heads * s->n * s->nr : bl->probs;
+        attention_forward(bl->ctx + tok, probs, bl->q + tok, bl->k + red, bl->v + red, s->n,
+                          s->nr, c, heads, keep_probs ? 0 : LS_ATTN_CHUNK);
     }
     linear_forward(out, bl->ctx, w + o->o_w, w + o->o_b, mrows, c, c);
 }
@@ -664,7 +669,7 @@ static void block_forward(ls_model *m, ls_workspace *ws, stage_acts *s, int i, i
     float *branch = training ? ws->g_tmp : ws->stage[i].out; /* scratch [M, C] */
     layernorm_forward(bl->ln1, bl->ln1_mean, bl->ln1_rstd, bl->x_in, m->w + o->ln1_w,
                       m->w + o->ln1_b, mrows, c, LS_LN_EPS);
-    attention_block_forward(m, s, bl, o, i, batch, branch);
+    attention_block_forward(m, s, bl, o, i, batch, ws->training, branch);
     draw_drop_path(bl->keep_attn, batch, rate, training, rng);
     residual_add(bl->x_mid, bl->x_in, branch, bl->keep_attn, batch, per_sample);
     layernorm_forward(bl->ln2, bl->ln2_mean, bl->ln2_rstd, bl->x_mid, m->w + o->ln2_w,
@@ -806,6 +811,9 @@ static void decode_head_forward(ls_model *m, ls_workspace *ws, int training, ls_
         feat = ws->drop;
     } else if (training) {
         for (size_t k = 0; k < md; k++) ws->drop_scale[k] = 1.0f;
+        /* The backward reads ws->drop whenever the configuration has dropout; with no rng none
+         * was drawn, so it must hold the undropped features. */
+        if (p > 0.0f) memcpy(ws->drop, ws->relu, sizeof(float) * md);
     }
     linear_forward(ws->logits, feat, m->w + o->cls_w, m->w + o->cls_b, (int)m1, d, nl);
 }
@@ -940,4 +948,56 @@ ls_status ls_model_backward(ls_model *m, ls_workspace *ws, ls_error *err)
     decode_head_backward(m, ws);
     encoder_backward(m, ws);
     return check_finite(m->g, m->nweights, "parameter gradients", err);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Attention maps for inspection                                                               */
+/* ------------------------------------------------------------------------------------------ */
+
+ls_status ls_attention_map(const ls_model *m, const ls_workspace *ws, int stage, int block,
+                           int sample, int query, float *out, int *hr, int *wr, ls_error *err)
+{
+    const ls_config *cfg = &m->cfg;
+    if (stage < 0 || stage > 3 || block < 0 || block >= cfg->depths[stage] || sample < 0 ||
+        sample >= ws->batch)
+        return ls_fail(err, LS_ERR_ARG, "no attention at stage %d, block %d, sample %d", stage,
+                       block, sample);
+    const stage_acts *s = &ws->stage[stage];
+    if (query < 0 || query >= s->n)
+        return ls_fail(err, LS_ERR_ARG, "query token %d outside stage %d's %dx%d grid", query,
+                       stage, s->w, s->h);
+    const block_acts *bl = &s->blocks[block];
+    int c = cfg->hidden[stage], heads = cfg->heads[stage], d = c / heads;
+    const float *q = bl->q + ((size_t)sample * s->n + query) * c;
+    const float *k = bl->k + (size_t)sample * s->nr * c;
+    float sqrt_d = sqrtf((float)d);
+    for (int j = 0; j < s->nr; j++) out[j] = 0.0f;
+    for (int h = 0; h < heads; h++) {
+        float mx = -INFINITY;
+        double sum = 0.0;
+        float *scores = malloc(sizeof(float) * s->nr);
+        if (!scores) return ls_fail(err, LS_ERR_NOMEM, "out of memory");
+        for (int j = 0; j < s->nr; j++) {
+            float dot = 0.0f;
+            for (int t = 0; t < d; t++) dot += q[h * d + t] * k[(size_t)j * c + h * d + t];
+            scores[j] = dot / sqrt_d;
+            mx = scores[j] > mx ? scores[j] : mx;
+        }
+        for (int j = 0; j < s->nr; j++) sum += exp((double)(scores[j] - mx));
+        for (int j = 0; j < s->nr; j++)
+            out[j] += (float)(exp((double)(scores[j] - mx)) / sum) / (float)heads;
+        free(scores);
+    }
+    *hr = s->hr;
+    *wr = s->wr;
+    return LS_OK;
+}
+
+void ls_workspace_stage_grid(const ls_workspace *ws, int stage, int *h, int *w, int *hr, int *wr)
+{
+    const stage_acts *s = &ws->stage[stage < 0 ? 0 : stage > 3 ? 3 : stage];
+    *h = s->h;
+    *w = s->w;
+    *hr = s->hr;
+    *wr = s->wr;
 }

@@ -1,0 +1,575 @@
+/* leukoseg count (differential leukocyte count, and --eval of the cell-type classifier) and
+ * leukoseg train-cells. */
+#include "cli.h"
+
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+
+static const char *count_help =
+    "usage: leukoseg count [--model M] [--json] [--min-area N] [--threshold X] [--split S]\n"
+    "                      [--exclude-border] PATH...\n"
+    "       leukoseg count --eval [--model M] [--data DIR]... [--split S] [--json]\n"
+    "\n"
+    "Segments each image, splits the white cells into instances and types each one.\n"
+    "PATH is an image (BMP, PNG, JPEG) or a folder: a dataset folder (segmentation_WBC,\n"
+    "images/ + masks/, Roboflow) gives the images of --split (default all); any other folder\n"
+    "gives its .bmp/.png/.jpg/.jpeg files except *_mask, *_levels and *_overlay ones.\n"
+    "\n"
+    "Cells: foreground = cytoplasm + nucleus with 8-connectivity; touching cells are split by\n"
+    "a watershed on the distance transform seeded from nucleus components, regions meeting\n"
+    "without a neck merged again (the lobes of one neutrophil); instances under --min-area\n"
+    "pixels are dropped as specks and counted; cells touching the image border are flagged\n"
+    "(border=1).\n"
+    "Types: 1 neutrophil, 2 lymphocyte, 3 monocyte, 4 eosinophil, 5 basophil from the model's\n"
+    "cell classifier; a cell whose top probability is below --threshold is 'unidentified'.\n"
+    "\n"
+    "Output: CSV on stdout, one row per cell (image,cell,type,confidence,area,nucleus_area,\n"
+    "nc_ratio,lobes,circularity,bbox_x,bbox_y,bbox_w,bbox_h,cx,cy,border), the summary on\n"
+    "stderr; with --json one object {\"cells\": [...], \"summary\": {...}} on stdout. The\n"
+    "summary gives the count and percentage of each type (unidentified included) with a 95%\n"
+    "Wilson score interval at the counted total, and warns when fewer than 100 cells were\n"
+    "counted (a differential count on fewer cells is too imprecise to use).\n"
+    "\n"
+    "--eval: for each labelled image of the split (default test), the type of the largest\n"
+    "predicted cell against the class-label CSV: accuracy, per-type precision and recall and the\n"
+    "5x5 confusion matrix (rows truth, columns prediction; the top type is used whatever its\n"
+    "confidence, and the unidentified share at the threshold is reported beside it).\n"
+    "\n"
+    "  --model M         model file with a cell classifier (default: the shipped model)\n"
+    "  --min-area N      smallest cell in pixels (default 100)\n"
+    "  --threshold X     confidence below which a cell is unidentified (default: the model's)\n"
+    "  --exclude-border  leave cells touching the image border out of the table and summary\n";
+
+static const char *train_cells_help =
+    "usage: leukoseg train-cells [--model M] [--data DIR]... [--split S] [--out FILE]\n"
+    "\n"
+    "Fits the cell-type classifier of a segmentation model: for each labelled image of the split\n"
+    "(default train) the largest ground-truth cell, its features pooled from the model's encoder\n"
+    "stages plus morphology and colour, a class-weighted softmax regression. Writes the model\n"
+    "with the classifier to FILE (default: overwrites M, atomically).\n";
+
+#define WARN_CELLS 100
+
+typedef struct {
+    char **v;
+    int *label; /* cell type from the dataset, 0 unknown */
+    int n, cap;
+} image_list;
+
+static int list_add(image_list *l, const char *path, int label)
+{
+    if (l->n == l->cap) {
+        int cap = l->cap ? l->cap * 2 : 64;
+        char **v = realloc(l->v, sizeof *v * cap);
+        if (v) l->v = v;
+        int *lab = v ? realloc(l->label, sizeof *lab * cap) : NULL;
+        if (!v || !lab) return 0;
+        l->label = lab;
+        l->cap = cap;
+    }
+    if (!(l->v[l->n] = strdup(path))) return 0;
+    l->label[l->n++] = label;
+    return 1;
+}
+
+static void list_free(image_list *l)
+{
+    for (int i = 0; i < l->n; i++) free(l->v[i]);
+    free(l->v);
+    free(l->label);
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* An image file that is not one of our own outputs or a dataset mask. */
+static int is_input_image(const char *name)
+{
+    const char *dot = strrchr(name, '.');
+    if (!dot || dot == name) return 0;
+    if (strcasecmp(dot, ".bmp") && strcasecmp(dot, ".png") && strcasecmp(dot, ".jpg") &&
+        strcasecmp(dot, ".jpeg"))
+        return 0;
+    static const char *skip[] = {"_mask", "_levels", "_overlay"};
+    for (int i = 0; i < 3; i++) {
+        size_t n = strlen(skip[i]);
+        if ((size_t)(dot - name) >= n && !strncmp(dot - n, skip[i], n)) return 0;
+    }
+    return 1;
+}
+
+static ls_status add_plain_folder(image_list *l, const char *dir, ls_error *err)
+{
+    DIR *d = opendir(dir);
+    if (!d) return ls_fail(err, LS_ERR_IO, "cannot open folder %s", dir);
+    int first = l->n;
+    struct dirent *e;
+    ls_status st = LS_OK;
+    while (st == LS_OK && (e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.' || !is_input_image(e->d_name)) continue;
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (!list_add(l, path, 0)) st = ls_fail(err, LS_ERR_NOMEM, "out of memory");
+    }
+    closedir(d);
+    if (st == LS_OK && l->n == first)
+        st = ls_fail(err, LS_ERR_ARG, "%s holds no .bmp, .png, .jpg or .jpeg images", dir);
+    if (st == LS_OK) qsort(l->v + first, (size_t)(l->n - first), sizeof *l->v, cmp_str);
+    return st;
+}
+
+/* A dataset folder gives its samples of the split; any other folder its image files. */
+static ls_status add_path(image_list *l, const char *path, ls_split split, ls_error *err)
+{
+    struct stat sb;
+    if (stat(path, &sb) != 0) return ls_fail(err, LS_ERR_IO, "%s does not exist", path);
+    if (!S_ISDIR(sb.st_mode))
+        return list_add(l, path, 0) ? LS_OK : ls_fail(err, LS_ERR_NOMEM, "out of memory");
+    ls_dataset ds = {0};
+    ls_error ignored;
+    ls_status st = LS_OK;
+    if (ls_dataset_add(&ds, path, split, NULL, &ignored) == LS_OK) {
+        for (int i = 0; i < ds.n && st == LS_OK; i++)
+            if (!list_add(l, ds.samples[i].image_path, ds.samples[i].cell_type))
+                st = ls_fail(err, LS_ERR_NOMEM, "out of memory");
+    } else {
+        st = add_plain_folder(l, path, err);
+    }
+    ls_dataset_free(&ds);
+    return st;
+}
+
+/* Wilson score interval for k successes in n at 95%: unlike the normal approximation it stays
+ * inside [0, 1] and is usable for the small counts of rare types. */
+static void wilson(long k, long n, double *lo, double *hi)
+{
+    if (n == 0) {
+        *lo = 0;
+        *hi = 1;
+        return;
+    }
+    const double z = 1.959963984540054;
+    double p = (double)k / n, z2n = z * z / n;
+    double centre = (p + z2n / 2) / (1 + z2n);
+    double half = z / (1 + z2n) * sqrt(p * (1 - p) / n + z2n / (4.0 * n));
+    *lo = fmax(0.0, centre - half);
+    *hi = fmin(1.0, centre + half);
+}
+
+static void csv_field(const char *s)
+{
+    if (!strpbrk(s, ",\"\n")) {
+        fputs(s, stdout);
+        return;
+    }
+    putchar('"');
+    for (; *s; s++) {
+        if (*s == '"') putchar('"');
+        putchar(*s);
+    }
+    putchar('"');
+}
+
+static cJSON *cell_json(const char *image, int index, const ls_cell *c)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "image", image);
+    cJSON_AddNumberToObject(o, "cell", index);
+    cJSON_AddStringToObject(o, "type", ls_cell_type_name(c->type));
+    cJSON_AddStringToObject(o, "predicted", ls_cell_type_name(c->predicted));
+    cJSON_AddNumberToObject(o, "confidence", c->confidence);
+    cJSON_AddNumberToObject(o, "area", (double)c->area);
+    cJSON_AddNumberToObject(o, "nucleus_area", (double)c->nucleus_area);
+    cJSON_AddNumberToObject(o, "nc_ratio", c->nc_ratio);
+    cJSON_AddNumberToObject(o, "lobes", c->lobes);
+    cJSON_AddNumberToObject(o, "circularity", c->circularity);
+    int bbox[4] = {c->bbox_x, c->bbox_y, c->bbox_w, c->bbox_h};
+    cJSON_AddItemToObject(o, "bbox", cJSON_CreateIntArray(bbox, 4));
+    double centroid[2] = {c->cx, c->cy};
+    cJSON_AddItemToObject(o, "centroid", cJSON_CreateDoubleArray(centroid, 2));
+    cJSON_AddBoolToObject(o, "border", c->border);
+    cJSON *probs = cJSON_AddObjectToObject(o, "probabilities");
+    for (int k = 0; k < LS_CELL_TYPES; k++)
+        cJSON_AddNumberToObject(probs, ls_cell_type_name(k + 1), c->probs[k]);
+    return o;
+}
+
+typedef struct {
+    long counts[LS_CELL_TYPES + 1]; /* index 0: unidentified */
+    long total, specks, border, images;
+} tally;
+
+static cJSON *summary_json(const tally *t, double threshold)
+{
+    cJSON *s = cJSON_CreateObject();
+    cJSON_AddNumberToObject(s, "images", (double)t->images);
+    cJSON_AddNumberToObject(s, "total", (double)t->total);
+    cJSON *counts = cJSON_AddObjectToObject(s, "counts");
+    cJSON *pct = cJSON_AddObjectToObject(s, "percent");
+    cJSON *ci = cJSON_AddObjectToObject(s, "ci95");
+    for (int k = 1; k <= LS_CELL_TYPES + 1; k++) {
+        int type = k % (LS_CELL_TYPES + 1); /* the five types, then unidentified */
+        const char *name = ls_cell_type_name(type);
+        double lo, hi;
+        wilson(t->counts[type], t->total, &lo, &hi);
+        cJSON_AddNumberToObject(counts, name, (double)t->counts[type]);
+        if (t->total) cJSON_AddNumberToObject(pct, name, 100.0 * t->counts[type] / t->total);
+        else cJSON_AddNullToObject(pct, name);
+        double pair[2] = {100.0 * lo, 100.0 * hi};
+        cJSON_AddItemToObject(ci, name, cJSON_CreateDoubleArray(pair, 2));
+    }
+    cJSON_AddStringToObject(s, "ci_method", "Wilson score interval, 95%, at the counted total");
+    cJSON_AddNumberToObject(s, "threshold", threshold);
+    cJSON_AddNumberToObject(s, "border_cells", (double)t->border);
+    cJSON_AddNumberToObject(s, "specks", (double)t->specks);
+    if (t->total < WARN_CELLS) {
+        char w[160];
+        snprintf(w, sizeof w, "only %ld cells counted; a differential count needs at least %d "
+                 "for usable percentages", t->total, WARN_CELLS);
+        cJSON_AddStringToObject(s, "warning", w);
+    }
+    return s;
+}
+
+static void print_summary_text(const tally *t)
+{
+    fprintf(stderr, "%ld cells in %ld images (%ld specks dropped, %ld on the border)\n", t->total,
+            t->images, t->specks, t->border);
+    for (int k = 1; k <= LS_CELL_TYPES + 1; k++) {
+        int type = k % (LS_CELL_TYPES + 1);
+        double lo, hi;
+        wilson(t->counts[type], t->total, &lo, &hi);
+        fprintf(stderr, "  %-13s %6ld  %5.1f%%  (95%% CI %.1f-%.1f%%)\n", ls_cell_type_name(type),
+                t->counts[type], t->total ? 100.0 * t->counts[type] / t->total : 0.0, 100 * lo,
+                100 * hi);
+    }
+}
+
+typedef struct {
+    const char *model;
+    ls_cell_params prm;
+    double threshold;
+    int json, exclude_border;
+} count_opts;
+
+static ls_status count_one(ls_model *m, const count_opts *o, const char *path, tally *t,
+                           cJSON *cells_json, ls_error *err)
+{
+    ls_image img = {0};
+    ls_cells cells = {0};
+    ls_status st = ls_image_load(path, &img, err);
+    if (st == LS_OK) st = ls_cells_analyze(m, &img, &o->prm, o->threshold, NULL, &cells, NULL, err);
+    if (st == LS_OK) {
+        t->images++;
+        t->specks += cells.specks;
+    }
+    int index = 0;
+    for (int i = 0; st == LS_OK && i < cells.n; i++) {
+        const ls_cell *c = &cells.cells[i];
+        if (o->exclude_border && c->border) continue;
+        t->counts[c->type]++;
+        t->total++;
+        t->border += c->border;
+        index++;
+        if (o->json) {
+            cJSON_AddItemToArray(cells_json, cell_json(path, index, c));
+            continue;
+        }
+        csv_field(path);
+        printf(",%d,%s,%.4f,%ld,%ld,%.4f,%d,%.4f,%d,%d,%d,%d,%.1f,%.1f,%d\n", index,
+               ls_cell_type_name(c->type), c->confidence, c->area, c->nucleus_area, c->nc_ratio,
+               c->lobes, c->circularity, c->bbox_x, c->bbox_y, c->bbox_w, c->bbox_h, c->cx, c->cy,
+               c->border);
+    }
+    ls_cells_free(&cells);
+    ls_image_free(&img);
+    return st;
+}
+
+/* ---- --eval ----------------------------------------------------------------------------- */
+
+static int count_eval(ls_model *m, const count_opts *o, const image_list *l)
+{
+    long conf[LS_CELL_TYPES][LS_CELL_TYPES] = {{0}}, none = 0, unidentified = 0, n = 0;
+    long right_at_threshold = 0;
+    int failures = 0;
+    for (int i = 0; i < l->n; i++) {
+        if (l->label[i] < 1 || l->label[i] > LS_CELL_TYPES) continue;
+        ls_image img = {0};
+        ls_cells cells = {0};
+        ls_error err = {{0}};
+        ls_status st = ls_image_load(l->v[i], &img, &err);
+        if (st == LS_OK)
+            st = ls_cells_analyze(m, &img, &o->prm, o->threshold, NULL, &cells, NULL, &err);
+        if (st != LS_OK) {
+            cli_error("count", &err);
+            failures++;
+        } else {
+            n++;
+            int best = -1;
+            for (int k = 0; k < cells.n; k++)
+                if (best < 0 || cells.cells[k].area > cells.cells[best].area) best = k;
+            if (best < 0) {
+                none++;
+            } else {
+                const ls_cell *c = &cells.cells[best];
+                conf[l->label[i] - 1][c->predicted - 1]++;
+                unidentified += c->type == 0;
+                right_at_threshold += c->type == l->label[i];
+            }
+        }
+        ls_cells_free(&cells);
+        ls_image_free(&img);
+        progress_line("evaluating %d/%d", i + 1, l->n);
+    }
+    progress_done();
+    if (n == 0) {
+        fprintf(stderr, "leukoseg count: error: no labelled images to evaluate (the class-label "
+                "CSVs of segmentation_WBC give the labels)\n");
+        return 1;
+    }
+    long right = 0;
+    double prec[LS_CELL_TYPES], rec[LS_CELL_TYPES];
+    long truth[LS_CELL_TYPES] = {0}, pred[LS_CELL_TYPES] = {0};
+    for (int a = 0; a < LS_CELL_TYPES; a++)
+        for (int b = 0; b < LS_CELL_TYPES; b++) {
+            truth[a] += conf[a][b];
+            pred[b] += conf[a][b];
+            if (a == b) right += conf[a][b];
+        }
+    for (int k = 0; k < LS_CELL_TYPES; k++) {
+        prec[k] = pred[k] ? (double)conf[k][k] / pred[k] : NAN;
+        rec[k] = truth[k] ? (double)conf[k][k] / truth[k] : NAN;
+    }
+    /* images without any found cell count as wrong */
+    double acc = (double)right / n, acc_t = (double)right_at_threshold / n;
+    if (o->json) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddNumberToObject(j, "images", (double)n);
+        cJSON_AddNumberToObject(j, "accuracy", acc);
+        cJSON_AddNumberToObject(j, "accuracy_at_threshold", acc_t);
+        cJSON_AddNumberToObject(j, "unidentified", (double)unidentified);
+        cJSON_AddNumberToObject(j, "no_cell_found", (double)none);
+        cJSON_AddNumberToObject(j, "threshold", o->threshold);
+        cJSON *types = cJSON_AddArrayToObject(j, "types");
+        cJSON *matrix = cJSON_AddArrayToObject(j, "confusion");
+        for (int k = 0; k < LS_CELL_TYPES; k++) {
+            cJSON *e = cJSON_CreateObject();
+            cJSON_AddStringToObject(e, "name", ls_cell_type_name(k + 1));
+            cJSON_AddNumberToObject(e, "support", (double)truth[k]);
+            if (isnan(prec[k])) cJSON_AddNullToObject(e, "precision");
+            else cJSON_AddNumberToObject(e, "precision", prec[k]);
+            if (isnan(rec[k])) cJSON_AddNullToObject(e, "recall");
+            else cJSON_AddNumberToObject(e, "recall", rec[k]);
+            cJSON_AddItemToArray(types, e);
+            double row[LS_CELL_TYPES];
+            for (int b = 0; b < LS_CELL_TYPES; b++) row[b] = (double)conf[k][b];
+            cJSON_AddItemToArray(matrix, cJSON_CreateDoubleArray(row, LS_CELL_TYPES));
+        }
+        char *s = cJSON_PrintUnformatted(j);
+        printf("%s\n", s);
+        free(s);
+        cJSON_Delete(j);
+    } else {
+        printf("%ld labelled images: accuracy %.4f (top type), %.4f counting the %ld unidentified "
+               "(threshold %.2f) as wrong; %ld without a cell\n", n, acc, acc_t, unidentified,
+               o->threshold, none);
+        printf("%-12s %9s %9s %8s\n", "type", "precision", "recall", "support");
+        for (int k = 0; k < LS_CELL_TYPES; k++)
+            printf("%-12s %9.4f %9.4f %8ld\n", ls_cell_type_name(k + 1), prec[k], rec[k],
+                   truth[k]);
+        printf("confusion (rows truth, columns prediction):\n%-12s", "");
+        for (int b = 0; b < LS_CELL_TYPES; b++) printf(" %6.6s", ls_cell_type_name(b + 1));
+        printf("\n");
+        for (int a = 0; a < LS_CELL_TYPES; a++) {
+            printf("%-12s", ls_cell_type_name(a + 1));
+            for (int b = 0; b < LS_CELL_TYPES; b++) printf(" %6ld", conf[a][b]);
+            printf("\n");
+        }
+    }
+    return failures ? 1 : 0;
+}
+
+/* ---- count ------------------------------------------------------------------------------ */
+
+int cmd_count(int argc, char **argv)
+{
+    count_opts o = {default_model_path(), ls_cell_params_default(), -1.0, 0, 0};
+    const char *data[8];
+    int ndata = 0, eval = 0, split_given = 0, npaths = 0;
+    ls_split split = LS_SPLIT_ALL;
+    ls_error err = {{0}};
+    const char **paths = calloc(argc, sizeof *paths);
+    if (!paths) return 1;
+    for (int i = 1; i < argc; i++) {
+        const char *v = NULL;
+        int bad = 0;
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            fputs(count_help, stdout);
+            free(paths);
+            return 0;
+        } else if (!strcmp(argv[i], "--json")) {
+            o.json = 1;
+        } else if (!strcmp(argv[i], "--eval")) {
+            eval = 1;
+        } else if (!strcmp(argv[i], "--exclude-border")) {
+            o.exclude_border = 1;
+        } else if (opt_value(argc, argv, &i, "--model", &v)) {
+            if (!(bad = !v)) o.model = v;
+            else cli_usage_error("count", "--model needs a file");
+        } else if (opt_value(argc, argv, &i, "--data", &v)) {
+            if (!(bad = !v || ndata == 8)) data[ndata++] = v;
+            else cli_usage_error("count", "--data needs a folder (max 8)");
+        } else if (opt_value(argc, argv, &i, "--split", &v)) {
+            if (ls_split_parse(v ? v : "", &split, &err) != LS_OK) {
+                free(paths);
+                return cli_error("count", &err);
+            }
+            split_given = 1;
+        } else if (opt_value(argc, argv, &i, "--min-area", &v)) {
+            bad = !parse_int("count", "--min-area", v, 0, 1 << 30, &o.prm.min_area);
+        } else if (opt_value(argc, argv, &i, "--threshold", &v)) {
+            bad = !parse_float("count", "--threshold", v, 0.0, 1.0, &o.threshold);
+        } else if (argv[i][0] == '-' && argv[i][1] == '-') {
+            bad = 1;
+            cli_usage_error("count", "unknown option '%s'", argv[i]);
+        } else {
+            paths[npaths++] = argv[i];
+        }
+        if (bad) {
+            free(paths);
+            return 2;
+        }
+    }
+    if (eval && npaths) {
+        free(paths);
+        return cli_usage_error("count", "--eval reads --data folders, not paths");
+    }
+    if (!eval && (ndata || !npaths)) {
+        free(paths);
+        return cli_usage_error("count", "give images or folders to count (or --eval --data DIR)");
+    }
+    if (eval && !split_given) split = LS_SPLIT_TEST;
+    if (eval && !ndata) data[ndata++] = default_data_path();
+    image_list list = {0};
+    ls_model *m = NULL;
+    ls_status st = ls_model_load(o.model, &m, &err);
+    if (st == LS_OK && !ls_model_has_cell_classifier(m))
+        st = ls_fail(&err, LS_ERR_ARG, "%s has no cell classifier; add one with: leukoseg "
+                     "train-cells --model %s", o.model, o.model);
+    for (int i = 0; st == LS_OK && i < (eval ? ndata : npaths); i++)
+        st = add_path(&list, eval ? data[i] : paths[i], split, &err);
+    free(paths);
+    if (st != LS_OK) {
+        list_free(&list);
+        ls_model_free(m);
+        return cli_error("count", &err);
+    }
+    if (o.threshold < 0) {
+        cJSON *meta = cJSON_Parse(ls_model_get_meta(m, "cell_classifier"));
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(meta, "threshold");
+        o.threshold = cJSON_IsNumber(t) ? t->valuedouble : 0.5;
+        cJSON_Delete(meta);
+    }
+    int rc = 0;
+    if (eval) {
+        rc = count_eval(m, &o, &list);
+    } else {
+        tally t = {{0}, 0, 0, 0, 0};
+        cJSON *cells_json = o.json ? cJSON_CreateArray() : NULL;
+        if (!o.json)
+            printf("image,cell,type,confidence,area,nucleus_area,nc_ratio,lobes,circularity,"
+                   "bbox_x,bbox_y,bbox_w,bbox_h,cx,cy,border\n");
+        for (int i = 0; i < list.n; i++) {
+            ls_error one = {{0}};
+            if (count_one(m, &o, list.v[i], &t, cells_json, &one) != LS_OK) {
+                cli_error("count", &one);
+                rc = 1;
+            }
+            progress_line("counting %d/%d", i + 1, list.n);
+        }
+        progress_done();
+        if (o.json) {
+            cJSON *root = cJSON_CreateObject();
+            cJSON_AddItemToObject(root, "cells", cells_json);
+            cJSON_AddItemToObject(root, "summary", summary_json(&t, o.threshold));
+            char *s = cJSON_PrintUnformatted(root);
+            printf("%s\n", s);
+            free(s);
+            cJSON_Delete(root);
+        } else {
+            print_summary_text(&t);
+        }
+        if (t.total < WARN_CELLS)
+            fprintf(stderr, "leukoseg count: warning: only %ld cells counted; a differential "
+                    "count needs at least %d for usable percentages\n", t.total, WARN_CELLS);
+    }
+    list_free(&list);
+    ls_model_free(m);
+    return rc;
+}
+
+/* ---- train-cells ------------------------------------------------------------------------ */
+
+int cmd_train_cells(int argc, char **argv)
+{
+    const char *model_path = default_model_path(), *out = NULL, *data[8];
+    int ndata = 0;
+    ls_split split = LS_SPLIT_TRAIN;
+    ls_error err = {{0}};
+    for (int i = 1; i < argc; i++) {
+        const char *v = NULL;
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            fputs(train_cells_help, stdout);
+            return 0;
+        } else if (opt_value(argc, argv, &i, "--model", &v)) {
+            if (!v) return cli_usage_error("train-cells", "--model needs a file");
+            model_path = v;
+        } else if (opt_value(argc, argv, &i, "--out", &v)) {
+            if (!v) return cli_usage_error("train-cells", "--out needs a file");
+            out = v;
+        } else if (opt_value(argc, argv, &i, "--data", &v)) {
+            if (!v || ndata == 8)
+                return cli_usage_error("train-cells", "--data needs a folder (max 8)");
+            data[ndata++] = v;
+        } else if (opt_value(argc, argv, &i, "--split", &v)) {
+            if (ls_split_parse(v ? v : "", &split, &err) != LS_OK)
+                return cli_error("train-cells", &err);
+        } else {
+            return cli_usage_error("train-cells", "unknown option '%s'", argv[i]);
+        }
+    }
+    if (!ndata) data[ndata++] = default_data_path();
+    if (!out) out = model_path;
+    ls_model *m = NULL;
+    ls_dataset ds = {0};
+    ls_status st = ls_model_load(model_path, &m, &err);
+    for (int d = 0; st == LS_OK && d < ndata; d++)
+        st = ls_dataset_add(&ds, data[d], split, NULL, &err);
+    if (st == LS_OK) {
+        progress_line("fitting the cell classifier on %d images", ds.n);
+        st = ls_celltype_train(m, &ds, &err);
+        progress_done();
+    }
+    if (st == LS_OK) st = ls_model_save(m, out, &err);
+    if (st == LS_OK) {
+        cJSON *meta = cJSON_Parse(ls_model_get_meta(m, "cell_classifier"));
+        const cJSON *n = cJSON_GetObjectItemCaseSensitive(meta, "train_samples");
+        const cJSON *acc = cJSON_GetObjectItemCaseSensitive(meta, "train_accuracy");
+        printf("cell classifier fitted on %d cells of the %s split (training accuracy %.4f); "
+               "written to %s\n", cJSON_IsNumber(n) ? n->valueint : 0, split_name(split),
+               cJSON_IsNumber(acc) ? acc->valuedouble : NAN, out);
+        cJSON_Delete(meta);
+    }
+    int rc = st == LS_OK ? 0 : cli_error("train-cells", &err);
+    ls_dataset_free(&ds);
+    ls_model_free(m);
+    return rc;
+}

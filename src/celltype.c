@@ -1,0 +1,580 @@
+/* Cell types from SegFormer's own features: masked average pooling of each encoder stage's
+ * output under the cell, morphology and mean colours, classified by a softmax regression that is
+ * stored in the model file next to the SegFormer weights. */
+#include "model.h"
+#include "ops.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define T_WEIGHT "cell_classifier.weight"
+#define T_BIAS "cell_classifier.bias"
+#define T_MEAN "cell_classifier.feature_mean"
+#define T_STD "cell_classifier.feature_std"
+/* log area, nucleus fraction, N/C ratio, lobes, circularity, nucleus RGB, cytoplasm RGB */
+#define MORPH_FEATURES 11
+#define DEFAULT_THRESHOLD 0.5
+#define L2 1e-2
+#define MAX_CLASS_WEIGHT 10.0
+#define FIT_ITERS 3000
+
+static const char *const TYPE_NAMES[LS_CELL_TYPES + 1] = {
+    "unidentified", "neutrophil", "lymphocyte", "monocyte", "eosinophil", "basophil"};
+
+const char *ls_cell_type_name(int type)
+{
+    return type >= 0 && type <= LS_CELL_TYPES ? TYPE_NAMES[type] : "?";
+}
+
+/* ---- extra tensors ---------------------------------------------------------------------- */
+
+ls_status ls_model_set_extra(ls_model *m, const char *name, const ls_array *a, ls_error *err)
+{
+    size_t es = ls_dtype_size(a->dtype);
+    if (!name || !*name || !es || a->ndim < 0 || a->ndim > 8)
+        return ls_fail(err, LS_ERR_ARG, "extra tensor '%s': bad name, dtype or rank",
+                       name ? name : "");
+    int slot = m->nextra;
+    for (int i = 0; i < m->nextra; i++)
+        if (!strcmp(m->extra_name[i], name)) slot = i;
+    if (slot == LS_MAX_EXTRA)
+        return ls_fail(err, LS_ERR_ARG, "too many extra tensors in the model (max %d)",
+                       LS_MAX_EXTRA);
+    size_t bytes = ls_array_numel(a) * es;
+    char *n = strdup(name);
+    void *data = malloc(bytes ? bytes : 1);
+    if (!n || !data) {
+        free(n);
+        free(data);
+        return ls_fail(err, LS_ERR_NOMEM, "out of memory storing tensor %s", name);
+    }
+    if (bytes) memcpy(data, a->data, bytes);
+    if (slot < m->nextra) {
+        free(m->extra_name[slot]);
+        ls_array_free(&m->extra[slot]);
+    } else {
+        m->nextra++;
+    }
+    m->extra_name[slot] = n;
+    m->extra[slot] = *a;
+    m->extra[slot].data = data;
+    return LS_OK;
+}
+
+const ls_array *ls_model_get_extra(const ls_model *m, const char *name)
+{
+    for (int i = 0; i < m->nextra; i++)
+        if (!strcmp(m->extra_name[i], name)) return &m->extra[i];
+    return NULL;
+}
+
+void ls_model_free_extras(ls_model *m)
+{
+    for (int i = 0; i < m->nextra; i++) {
+        free(m->extra_name[i]);
+        ls_array_free(&m->extra[i]);
+    }
+    m->nextra = 0;
+}
+
+/* ---- features --------------------------------------------------------------------------- */
+
+int ls_cell_feature_count(const ls_model *m)
+{
+    const int *c = m->cfg.hidden;
+    return c[0] + c[1] + c[2] + c[3] + MORPH_FEATURES;
+}
+
+/* Preprocesses img and runs the eval forward; the workspace keeps every stage's output. */
+static ls_status encode(ls_model *m, const ls_image *img, ls_workspace **ws, float **x,
+                        ls_error *err)
+{
+    ls_preproc pp;
+    ls_model_preproc(m, &pp);
+    *ws = NULL;
+    *x = malloc(sizeof(float) * 3 * pp.width * pp.height);
+    if (!*x) return ls_fail(err, LS_ERR_NOMEM, "out of memory preprocessing an image");
+    ls_status st = ls_preprocess(img, pp.width, pp.height, pp.mean, pp.std, *x, err);
+    if (st == LS_OK) st = ls_workspace_create(m, 1, pp.height, pp.width, 0, ws, err);
+    if (st == LS_OK) st = ls_model_forward(m, *ws, *x, 0, NULL, NULL, err);
+    return st;
+}
+
+/* Masked average pooling of stage outputs: each image pixel of a cell adds weight 1 to the grid
+ * position it falls in (the image is resized onto the whole input, and stage i's grid has the
+ * input's cumulative stride), so every grid cell weighs by the cell area it covers. */
+static ls_status pool_stages(const ls_model *m, const ls_workspace *ws, const ls_cells *cells,
+                             const ls_cell *c, int32_t id, float *out, ls_error *err)
+{
+    int off = 0;
+    for (int s = 0; s < 4; s++) {
+        const stage_acts *sa = &ws->stage[s];
+        int ch = m->cfg.hidden[s];
+        /* input pixels per grid step: H / h rounded, exact for the strides SegFormer uses */
+        double sy = (double)ws->h / sa->h, sx = (double)ws->w / sa->w;
+        long *count = calloc((size_t)sa->n, sizeof *count);
+        if (!count) return ls_fail(err, LS_ERR_NOMEM, "out of memory pooling cell features");
+        for (int y = c->bbox_y; y < c->bbox_y + c->bbox_h; y++) {
+            int gy = (int)((y + 0.5) * ws->h / cells->h / sy);
+            gy = gy < sa->h ? gy : sa->h - 1;
+            for (int x = c->bbox_x; x < c->bbox_x + c->bbox_w; x++) {
+                if (cells->labels[(size_t)y * cells->w + x] != id) continue;
+                int gx = (int)((x + 0.5) * ws->w / cells->w / sx);
+                count[gy * sa->w + (gx < sa->w ? gx : sa->w - 1)]++;
+            }
+        }
+        double *acc = calloc((size_t)ch, sizeof *acc);
+        if (!acc) {
+            free(count);
+            return ls_fail(err, LS_ERR_NOMEM, "out of memory pooling cell features");
+        }
+        for (int g = 0; g < sa->n; g++) {
+            if (!count[g]) continue;
+            const float *tok = sa->out + (size_t)g * ch;
+            for (int k = 0; k < ch; k++) acc[k] += (double)count[g] * tok[k];
+        }
+        for (int k = 0; k < ch; k++) out[off + k] = (float)(acc[k] / (double)c->area);
+        off += ch;
+        free(acc);
+        free(count);
+    }
+    return LS_OK;
+}
+
+/* Morphology and colour: log area, nucleus fraction, N/C ratio (capped at 20 so a cell with
+ * almost no cytoplasm does not dominate the standardisation), lobes, circularity, mean RGB / 255
+ * of nucleus and of cytoplasm (the whole cell's when a part is empty). */
+static void morph_features(const ls_image *img, const ls_mask *mask, const ls_cells *cells,
+                           const ls_cell *c, int32_t id, float *out)
+{
+    double sum[2][3] = {{0}}, all[3] = {0};
+    long n[2] = {0, 0};
+    for (int y = c->bbox_y; y < c->bbox_y + c->bbox_h; y++)
+        for (int x = c->bbox_x; x < c->bbox_x + c->bbox_w; x++) {
+            size_t p = (size_t)y * cells->w + x;
+            if (cells->labels[p] != id) continue;
+            int part = mask->data[p] == LS_NUCLEUS_CLASS ? 0 : 1;
+            n[part]++;
+            for (int k = 0; k < 3; k++) {
+                sum[part][k] += img->data[p * 3 + k];
+                all[k] += img->data[p * 3 + k];
+            }
+        }
+    out[0] = (float)log((double)c->area);
+    out[1] = (float)((double)c->nucleus_area / (double)c->area);
+    out[2] = (float)fmin(c->nc_ratio, 20.0);
+    out[3] = (float)c->lobes;
+    out[4] = (float)c->circularity;
+    for (int part = 0; part < 2; part++)
+        for (int k = 0; k < 3; k++)
+            out[5 + part * 3 + k] = (float)((n[part] ? sum[part][k] / n[part]
+                                                     : all[k] / (double)c->area) / 255.0);
+}
+
+static ls_status cell_features(const ls_model *m, const ls_workspace *ws, const ls_image *img,
+                               const ls_mask *mask, const ls_cells *cells, float **features,
+                               ls_error *err)
+{
+    int f = ls_cell_feature_count(m), pooled = f - MORPH_FEATURES;
+    *features = malloc(sizeof(float) * (size_t)f * (cells->n ? cells->n : 1));
+    if (!*features) return ls_fail(err, LS_ERR_NOMEM, "out of memory for cell features");
+    ls_status st = LS_OK;
+    for (int i = 0; i < cells->n && st == LS_OK; i++) {
+        float *row = *features + (size_t)i * f;
+        st = pool_stages(m, ws, cells, &cells->cells[i], i + 1, row, err);
+        morph_features(img, mask, cells, &cells->cells[i], i + 1, row + pooled);
+    }
+    if (st != LS_OK) {
+        free(*features);
+        *features = NULL;
+    }
+    return st;
+}
+
+static ls_status check_sizes(const ls_image *img, const ls_mask *mask, const ls_cells *cells,
+                             ls_error *err)
+{
+    if (img->w != mask->w || img->h != mask->h || cells->w != mask->w || cells->h != mask->h)
+        return ls_fail(err, LS_ERR_SHAPE, "cell features: image %dx%d, mask %dx%d and cells "
+                       "%dx%d must agree", img->w, img->h, mask->w, mask->h, cells->w, cells->h);
+    return LS_OK;
+}
+
+ls_status ls_cells_features(ls_model *m, const ls_image *img, const ls_mask *mask,
+                            const ls_cells *cells, float **features, ls_error *err)
+{
+    *features = NULL;
+    ls_status st = check_sizes(img, mask, cells, err);
+    if (st != LS_OK) return st;
+    ls_workspace *ws = NULL;
+    float *x = NULL;
+    st = encode(m, img, &ws, &x, err);
+    if (st == LS_OK) st = cell_features(m, ws, img, mask, cells, features, err);
+    ls_workspace_free(ws);
+    free(x);
+    return st;
+}
+
+/* ---- classifier ------------------------------------------------------------------------- */
+
+int ls_model_has_cell_classifier(const ls_model *m)
+{
+    int f = ls_cell_feature_count(m);
+    const ls_array *w = ls_model_get_extra(m, T_WEIGHT), *b = ls_model_get_extra(m, T_BIAS);
+    const ls_array *mu = ls_model_get_extra(m, T_MEAN), *sd = ls_model_get_extra(m, T_STD);
+    return w && b && mu && sd && w->dtype == LS_F32 && b->dtype == LS_F32 &&
+           mu->dtype == LS_F32 && sd->dtype == LS_F32 && w->ndim == 2 &&
+           w->shape[0] == LS_CELL_TYPES && w->shape[1] == f && ls_array_numel(b) == LS_CELL_TYPES &&
+           ls_array_numel(mu) == (size_t)f && ls_array_numel(sd) == (size_t)f;
+}
+
+static double stored_threshold(const ls_model *m)
+{
+    double t = DEFAULT_THRESHOLD;
+    const char *json = ls_model_get_meta(m, "cell_classifier");
+    cJSON *o = json ? cJSON_Parse(json) : NULL;
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "threshold");
+    if (cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble <= 1) t = v->valuedouble;
+    cJSON_Delete(o);
+    return t;
+}
+
+/* Softmax probabilities of the 5 types for one standardised feature row. */
+static void predict_row(const double *w, const double *b, const double *z, int f, double *p)
+{
+    double mx = -INFINITY;
+    for (int k = 0; k < LS_CELL_TYPES; k++) {
+        double s = b[k];
+        for (int j = 0; j < f; j++) s += w[(size_t)k * f + j] * z[j];
+        p[k] = s;
+        if (s > mx) mx = s;
+    }
+    double sum = 0;
+    for (int k = 0; k < LS_CELL_TYPES; k++) sum += (p[k] = exp(p[k] - mx));
+    for (int k = 0; k < LS_CELL_TYPES; k++) p[k] /= sum;
+}
+
+ls_status ls_cells_classify(const ls_model *m, const float *features, double threshold,
+                            ls_cells *cells, ls_error *err)
+{
+    if (!ls_model_has_cell_classifier(m))
+        return ls_fail(err, LS_ERR_ARG, "the model has no cell classifier (or one for another "
+                       "feature size); train one with: leukoseg train-cells --model FILE");
+    if (threshold < 0) threshold = stored_threshold(m);
+    int f = ls_cell_feature_count(m);
+    const float *wf = ls_model_get_extra(m, T_WEIGHT)->data;
+    const float *bf = ls_model_get_extra(m, T_BIAS)->data;
+    const float *mu = ls_model_get_extra(m, T_MEAN)->data, *sd = ls_model_get_extra(m, T_STD)->data;
+    double *w = malloc(sizeof(double) * ((size_t)LS_CELL_TYPES * f + 2 * (size_t)f));
+    if (!w) return ls_fail(err, LS_ERR_NOMEM, "out of memory classifying cells");
+    double *z = w + (size_t)LS_CELL_TYPES * f, b[LS_CELL_TYPES], p[LS_CELL_TYPES];
+    for (size_t i = 0; i < (size_t)LS_CELL_TYPES * f; i++) w[i] = wf[i];
+    for (int k = 0; k < LS_CELL_TYPES; k++) b[k] = bf[k];
+    for (int i = 0; i < cells->n; i++) {
+        for (int j = 0; j < f; j++) z[j] = (features[(size_t)i * f + j] - mu[j]) / sd[j];
+        predict_row(w, b, z, f, p);
+        ls_cell *c = &cells->cells[i];
+        int best = 0;
+        for (int k = 0; k < LS_CELL_TYPES; k++) {
+            c->probs[k] = (float)p[k];
+            if (p[k] > p[best]) best = k;
+        }
+        c->predicted = best + 1;
+        c->confidence = p[best];
+        c->type = p[best] >= threshold ? best + 1 : 0;
+    }
+    free(w);
+    return LS_OK;
+}
+
+typedef struct {
+    int n, f;
+    const double *z;   /* [n, f] standardised features */
+    const int *y;      /* 0..4 */
+    const double *sw;  /* per-sample weight, normalised to sum 1 */
+} fit_data;
+
+/* Weighted cross-entropy + L2/2 ||W||^2 (bias not penalised); gradient into g when not NULL.
+ * Parameters theta = [W (5 x f), b (5)]. */
+static double objective(const fit_data *d, const double *theta, double *g, double *p)
+{
+    int f = d->f, np = LS_CELL_TYPES * f + LS_CELL_TYPES;
+    const double *w = theta, *b = theta + (size_t)LS_CELL_TYPES * f;
+    double loss = 0;
+    if (g) memset(g, 0, sizeof(double) * np);
+    for (int i = 0; i < d->n; i++) {
+        const double *z = d->z + (size_t)i * f;
+        predict_row(w, b, z, f, p);
+        loss -= d->sw[i] * log(fmax(p[d->y[i]], 1e-300));
+        if (!g) continue;
+        for (int k = 0; k < LS_CELL_TYPES; k++) {
+            double r = d->sw[i] * (p[k] - (k == d->y[i]));
+            double *gk = g + (size_t)k * f;
+            for (int j = 0; j < f; j++) gk[j] += r * z[j];
+            g[(size_t)LS_CELL_TYPES * f + k] += r;
+        }
+    }
+    for (size_t j = 0; j < (size_t)LS_CELL_TYPES * f; j++) {
+        loss += 0.5 * L2 * w[j] * w[j];
+        if (g) g[j] += L2 * w[j];
+    }
+    return loss;
+}
+
+/* Full-batch gradient descent with Armijo backtracking; the step grows again after each accepted
+ * step, so it tracks the local curvature without a hand-tuned learning rate. The problem is
+ * strictly convex (L2), so this reaches its single minimum. */
+static ls_status minimise(const fit_data *d, double *theta, ls_error *err)
+{
+    int np = LS_CELL_TYPES * d->f + LS_CELL_TYPES;
+    double *g = malloc(sizeof(double) * np), *trial = malloc(sizeof(double) * np);
+    if (!g || !trial) {
+        free(g);
+        free(trial);
+        return ls_fail(err, LS_ERR_NOMEM, "out of memory fitting the cell classifier");
+    }
+    double p[LS_CELL_TYPES], step = 1.0, loss = objective(d, theta, g, p);
+    for (int it = 0; it < FIT_ITERS; it++) {
+        double gg = 0;
+        for (int j = 0; j < np; j++) gg += g[j] * g[j];
+        if (gg < 1e-10) break; /* gradient norm 1e-5: far below what moves a prediction */
+        double next = loss;
+        while (step > 1e-12) {
+            for (int j = 0; j < np; j++) trial[j] = theta[j] - step * g[j];
+            next = objective(d, trial, NULL, p);
+            if (next <= loss - 0.5 * step * gg) break;
+            step *= 0.5;
+        }
+        if (step <= 1e-12) break;
+        memcpy(theta, trial, sizeof(double) * np);
+        loss = objective(d, theta, g, p);
+        step *= 1.5;
+    }
+    free(g);
+    free(trial);
+    return isfinite(loss) ? LS_OK : ls_fail(err, LS_ERR_NUMERIC, "the cell classifier's loss "
+                                            "became %g", loss);
+}
+
+static ls_status store_f32(ls_model *m, const char *name, const double *v, int rows, int cols,
+                           ls_error *err)
+{
+    float *data = malloc(sizeof(float) * (size_t)rows * cols);
+    if (!data) return ls_fail(err, LS_ERR_NOMEM, "out of memory storing %s", name);
+    for (size_t i = 0; i < (size_t)rows * cols; i++) data[i] = (float)v[i];
+    ls_array a = {LS_F32, rows > 1 ? 2 : 1, {0}, data};
+    a.shape[0] = rows > 1 ? rows : cols;
+    a.shape[1] = cols;
+    ls_status st = ls_model_set_extra(m, name, &a, err);
+    free(data);
+    return st;
+}
+
+static char *classifier_meta(const ls_model *m, int n, const int *counts, const double *cw,
+                             double train_acc)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON *types = cJSON_AddArrayToObject(o, "types");
+    for (int k = 1; k <= LS_CELL_TYPES; k++)
+        cJSON_AddItemToArray(types, cJSON_CreateString(TYPE_NAMES[k]));
+    cJSON_AddStringToObject(o, "unidentified", TYPE_NAMES[0]);
+    cJSON_AddNumberToObject(o, "threshold", DEFAULT_THRESHOLD);
+    char desc[512];
+    const int *h = m->cfg.hidden;
+    snprintf(desc, sizeof desc, "masked average pooling of encoder stage outputs 1-4 "
+             "(%d+%d+%d+%d), "
+             "then log area, nucleus fraction, N/C ratio (max 20), lobes, circularity, nucleus "
+             "mean RGB/255, cytoplasm mean RGB/255; standardised by feature_mean/feature_std",
+             h[0], h[1], h[2], h[3]);
+    cJSON_AddStringToObject(o, "features", desc);
+    cJSON_AddNumberToObject(o, "feature_count", ls_cell_feature_count(m));
+    cJSON_AddStringToObject(o, "model", "softmax regression, weighted cross-entropy + L2");
+    cJSON_AddNumberToObject(o, "l2", L2);
+    cJSON_AddNumberToObject(o, "train_samples", n);
+    cJSON_AddItemToObject(o, "train_counts", cJSON_CreateIntArray(counts, LS_CELL_TYPES));
+    cJSON_AddItemToObject(o, "class_weights", cJSON_CreateDoubleArray(cw, LS_CELL_TYPES));
+    cJSON_AddNumberToObject(o, "train_accuracy", train_acc);
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return s;
+}
+
+ls_status ls_celltype_fit(ls_model *m, const float *features, const int *types, int n,
+                          ls_error *err)
+{
+    int f = ls_cell_feature_count(m), counts[LS_CELL_TYPES] = {0}, present = 0;
+    for (int i = 0; i < n; i++) {
+        if (types[i] < 1 || types[i] > LS_CELL_TYPES)
+            return ls_fail(err, LS_ERR_ARG, "cell type %d of training cell %d is not 1..5",
+                           types[i], i);
+        counts[types[i] - 1]++;
+    }
+    for (int k = 0; k < LS_CELL_TYPES; k++) present += counts[k] > 0;
+    if (present < 2)
+        return ls_fail(err, LS_ERR_ARG, "the cell classifier needs labelled cells of at least two "
+                       "types; got %d cells of %d type(s)", n, present);
+    size_t np = (size_t)LS_CELL_TYPES * f + LS_CELL_TYPES;
+    double *mean = calloc(f, sizeof *mean), *sd = calloc(f, sizeof *sd);
+    double *z = malloc(sizeof(double) * (size_t)n * f), *sw = malloc(sizeof(double) * n);
+    double *theta = calloc(np, sizeof *theta);
+    int *y = malloc(sizeof(int) * n);
+    ls_status st = LS_OK;
+    if (!mean || !sd || !z || !sw || !theta || !y)
+        st = ls_fail(err, LS_ERR_NOMEM, "out of memory fitting the cell classifier");
+    double cw[LS_CELL_TYPES] = {0}, acc = 0;
+    if (st == LS_OK) {
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < f; j++) mean[j] += features[(size_t)i * f + j] / (double)n;
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < f; j++) {
+                double v = features[(size_t)i * f + j] - mean[j];
+                sd[j] += v * v / (double)n;
+            }
+        /* a constant feature keeps std 1, so it standardises to 0 instead of dividing by 0 */
+        for (int j = 0; j < f; j++) sd[j] = sd[j] > 1e-12 ? sqrt(sd[j]) : 1.0;
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < f; j++)
+                z[(size_t)i * f + j] = (features[(size_t)i * f + j] - mean[j]) / sd[j];
+        /* Inverse-frequency weights (balanced classes), capped: a type seen once or twice
+         * (basophils) should count more, but not enough to let two samples steer the fit. */
+        for (int k = 0; k < LS_CELL_TYPES; k++)
+            cw[k] = counts[k] ? fmin((double)n / (LS_CELL_TYPES * counts[k]), MAX_CLASS_WEIGHT) : 0;
+        double total = 0;
+        for (int i = 0; i < n; i++) total += cw[types[i] - 1];
+        for (int i = 0; i < n; i++) {
+            y[i] = types[i] - 1;
+            sw[i] = cw[y[i]] / total;
+        }
+        fit_data d = {n, f, z, y, sw};
+        st = minimise(&d, theta, err);
+        for (int i = 0; st == LS_OK && i < n; i++) {
+            double p[LS_CELL_TYPES];
+            predict_row(theta, theta + (size_t)LS_CELL_TYPES * f, z + (size_t)i * f, f, p);
+            int best = 0;
+            for (int k = 1; k < LS_CELL_TYPES; k++)
+                if (p[k] > p[best]) best = k;
+            acc += (best == y[i]) / (double)n;
+        }
+    }
+    if (st == LS_OK) st = store_f32(m, T_WEIGHT, theta, LS_CELL_TYPES, f, err);
+    if (st == LS_OK)
+        st = store_f32(m, T_BIAS, theta + (size_t)LS_CELL_TYPES * f, 1, LS_CELL_TYPES, err);
+    if (st == LS_OK) st = store_f32(m, T_MEAN, mean, 1, f, err);
+    if (st == LS_OK) st = store_f32(m, T_STD, sd, 1, f, err);
+    if (st == LS_OK) {
+        char *meta = classifier_meta(m, n, counts, cw, acc);
+        st = meta ? ls_model_set_meta(m, "cell_classifier", meta, err)
+                  : ls_fail(err, LS_ERR_NOMEM, "out of memory");
+        free(meta);
+    }
+    free(mean), free(sd), free(z), free(sw), free(theta), free(y);
+    return st;
+}
+
+/* ---- per image -------------------------------------------------------------------------- */
+
+ls_status ls_cells_analyze(ls_model *m, const ls_image *img, const ls_cell_params *prm,
+                           double threshold, ls_mask *mask_out, ls_cells *cells, float **features,
+                           ls_error *err)
+{
+    memset(cells, 0, sizeof *cells);
+    if (features) *features = NULL;
+    int nl = m->cfg.num_labels;
+    if (nl <= LS_NUCLEUS_CLASS)
+        return ls_fail(err, LS_ERR_ARG, "cell analysis needs a model with background, cytoplasm "
+                       "and nucleus classes; this one predicts %d", nl);
+    size_t npix = (size_t)img->w * img->h;
+    ls_workspace *ws = NULL;
+    float *x = NULL, *f = NULL, *up = malloc(sizeof(float) * npix * nl);
+    ls_mask mask = {img->w, img->h, malloc(npix)};
+    ls_status st = !up || !mask.data ? ls_fail(err, LS_ERR_NOMEM, "out of memory analysing a "
+                                               "%dx%d image", img->w, img->h) : LS_OK;
+    if (st == LS_OK) st = encode(m, img, &ws, &x, err);
+    if (st == LS_OK) {
+        /* as ls_segment_image: one bilinear upsampling of the logits, then argmax */
+        bilinear_forward(up, nl, ws->logits, 1, ws->h4, ws->w4, img->h, img->w, nl);
+        ls_argmax(up, npix, nl, mask.data);
+        st = ls_cells_find(&mask, prm, cells, err);
+    }
+    int classify = ls_model_has_cell_classifier(m);
+    if (st == LS_OK && (classify || features))
+        st = cell_features(m, ws, img, &mask, cells, &f, err);
+    if (st == LS_OK && classify) st = ls_cells_classify(m, f, threshold, cells, err);
+    ls_workspace_free(ws);
+    free(x);
+    free(up);
+    if (st == LS_OK && features) {
+        *features = f;
+        f = NULL;
+    }
+    free(f);
+    if (st == LS_OK && mask_out) {
+        *mask_out = mask;
+        mask.data = NULL;
+    }
+    ls_mask_free(&mask);
+    if (st != LS_OK) ls_cells_free(cells);
+    return st;
+}
+
+/* The largest cell of a mask, or -1 when it has none. */
+static int largest_cell(const ls_cells *c)
+{
+    int best = -1;
+    for (int i = 0; i < c->n; i++)
+        if (best < 0 || c->cells[i].area > c->cells[best].area) best = i;
+    return best;
+}
+
+/* Training uses the ground-truth mask: the label belongs to the annotated cell, so a
+ * segmentation error cannot attach it to the wrong region; the pooled features still come from
+ * the model's forward on the image, as at inference. */
+ls_status ls_celltype_train(ls_model *m, const ls_dataset *ds, ls_error *err)
+{
+    int f = ls_cell_feature_count(m), n = 0;
+    float *rows = NULL;
+    int *types = NULL;
+    ls_status st = LS_OK;
+    int labelled = 0;
+    for (int i = 0; i < ds->n; i++) labelled += ds->samples[i].cell_type >= 1 &&
+                                               ds->samples[i].cell_type <= LS_CELL_TYPES;
+    if (!labelled)
+        return ls_fail(err, LS_ERR_ARG, "none of the %d samples has a cell-type label (the "
+                       "class-label CSVs of segmentation_WBC)", ds->n);
+    rows = malloc(sizeof(float) * (size_t)labelled * f);
+    types = malloc(sizeof(int) * labelled);
+    if (!rows || !types) st = ls_fail(err, LS_ERR_NOMEM, "out of memory for training cells");
+    ls_cell_params prm = ls_cell_params_default();
+    for (int i = 0; st == LS_OK && i < ds->n; i++) {
+        int t = ds->samples[i].cell_type;
+        if (t < 1 || t > LS_CELL_TYPES) continue;
+        ls_image img = {0};
+        ls_mask gt = {0};
+        ls_cells cells = {0};
+        float *feat = NULL;
+        long snapped = 0;
+        st = ls_dataset_load(ds, i, &img, &gt, &snapped, err);
+        if (st == LS_OK && gt.data) {
+            st = ls_cells_find(&gt, &prm, &cells, err);
+            if (st == LS_OK) st = ls_cells_features(m, &img, &gt, &cells, &feat, err);
+        } else if (st == LS_OK) {
+            st = ls_cells_analyze(m, &img, &prm, 0.0, NULL, &cells, &feat, err);
+        }
+        int best = st == LS_OK ? largest_cell(&cells) : -1;
+        if (best >= 0) { /* an image without any cell teaches nothing and is passed over */
+            memcpy(rows + (size_t)n * f, feat + (size_t)best * f, sizeof(float) * f);
+            types[n++] = t;
+        }
+        free(feat);
+        ls_cells_free(&cells);
+        ls_image_free(&img);
+        ls_mask_free(&gt);
+    }
+    if (st == LS_OK) st = ls_celltype_fit(m, rows, types, n, err);
+    free(rows);
+    free(types);
+    return st;
+}
