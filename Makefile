@@ -23,6 +23,8 @@ endif
 ifeq ($(OPENMP),1)
   CFLAGS += -fopenmp
   LDFLAGS += -fopenmp
+else
+  CFLAGS += -Wno-unknown-pragmas
 endif
 
 PKGS := libpng libjpeg
@@ -99,10 +101,12 @@ tests: $(TEST_BIN)
 test: $(TEST_BIN) $(BUILD)/leukoseg
 	@set -e; for t in $(TEST_BIN); do echo "== $$t"; $$t; done; echo "all unit tests passed"
 
-# Everything CI runs: unit tests, the same under ASan + UBSan, end-to-end checks on real data.
+# Everything CI runs: unit tests, the same under ASan + UBSan, end-to-end checks on real data,
+# and the browser and server tests of the web page (they print SKIP without node or chromium).
 check: test
 	$(MAKE) SANITIZE=1 test
 	tests/e2e.sh $(BUILD)/leukoseg
+	tests/web/run.sh
 
 # The main job: train the shipped configuration from scratch on the dataset, then evaluate it on
 # each dataset's test split. Writes runs/main/ (see README).

@@ -47,13 +47,18 @@ static const char *train_help =
     "  --stop-at-step N   save a checkpoint and stop after optimiser step N (to split a long\n"
     "                     run into sessions; continue with --resume)\n"
     "\n"
-    "Ctrl-C saves a checkpoint and exits; --resume continues as if never stopped.\n";
+    "  --no-finalize      skip the final step (below)\n"
+    "\n"
+    "Ctrl-C saves a checkpoint and exits; --resume continues as if never stopped.\n"
+    "When training ends, the best model gets the cell-type classifier (fitted on the training\n"
+    "images' class labels, see train-cells) and each dataset folder's test-split metrics.\n";
 
 typedef struct {
     const char *data[MAX_DATA];
     int ndata;
     const char *out, *variant, *resume;
     int size, batch, epochs, warmup, patience, seed, threads, limit, stop_at_step, balance;
+    int no_finalize;
     double lr, head_lr_mult, weight_decay;
     ls_split train_split, val_split;
 } train_options;
@@ -119,6 +124,8 @@ static int parse_train_options(int argc, char **argv, train_options *o)
             if (!parse_int("train", "--seed", v, 0, 2147483647, &o->seed)) return 2;
         } else if (opt_value(argc, argv, &i, "--threads", &v)) {
             if (!parse_int("train", "--threads", v, 1, 1024, &o->threads)) return 2;
+        } else if (!strcmp(argv[i], "--no-finalize")) {
+            o->no_finalize = 1;
         } else if (!strcmp(argv[i], "--balance")) {
             o->balance = 1;
         } else if (opt_value(argc, argv, &i, "--stop-at-step", &v)) {
@@ -233,7 +240,11 @@ static ls_status set_model_metadata(ls_model *m, const train_options *o, const l
                                err);
     cJSON *prov = cJSON_CreateObject();
     cJSON *data = cJSON_AddArrayToObject(prov, "data");
-    for (int d = 0; d < o->ndata; d++) cJSON_AddItemToArray(data, cJSON_CreateString(o->data[d]));
+    for (int d = 0; d < o->ndata; d++) {
+        char *full = realpath(o->data[d], NULL);
+        cJSON_AddItemToArray(data, cJSON_CreateString(full ? full : o->data[d]));
+        free(full);
+    }
     cJSON_AddStringToObject(prov, "train_split", split_name(o->train_split));
     cJSON_AddStringToObject(prov, "val_split", split_name(o->val_split));
     cJSON_AddStringToObject(prov, "command", command);
@@ -517,7 +528,7 @@ static ls_status run_epochs(trainer *t, train_state *ts, const char *ckpt, ls_er
     long total_steps = (long)steps_per_epoch * o->epochs;
     double t_start = now_seconds();
     long step_at_start = ts->step;
-    while (ts->step < total_steps) {
+    while (ts->step < total_steps && ts->bad_epochs < o->patience) {
         int epoch = (int)(ts->step / steps_per_epoch);
         int in_epoch = (int)(ts->step % steps_per_epoch);
         epoch_order(t->order, &t->train->ds, o->balance, o->seed, epoch);
@@ -597,6 +608,82 @@ static ls_status run_epochs(trainer *t, train_state *ts, const char *ckpt, ls_er
     return LS_OK;
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* After training: the cell-type classifier and the test metrics, into the best model's file    */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Test-split metrics of each dataset folder (source), as {"<folder>": {eval JSON}, ...}. The
+ * test split is used once, here, after model selection on the validation split. */
+static ls_status test_metrics_json(ls_model *m, const train_options *o, char **out,
+                                   ls_error *err)
+{
+    ls_dataset test = {0};
+    cJSON *all = cJSON_CreateObject();
+    ls_status st = LS_OK;
+    for (int d = 0; st == LS_OK && d < o->ndata; d++)
+        st = ls_dataset_add(&test, o->data[d], LS_SPLIT_TEST, NULL, err);
+    int sources = 0;
+    for (int i = 0; i < test.n; i++)
+        if (test.samples[i].source + 1 > sources) sources = test.samples[i].source + 1;
+    for (int s = 0; st == LS_OK && s < sources; s++) {
+        /* A view of this source's samples; the samples stay owned by `test`. */
+        ls_dataset view = test;
+        view.samples = malloc(sizeof *view.samples * (test.n > 0 ? test.n : 1));
+        if (!view.samples) {
+            st = ls_fail(err, LS_ERR_NOMEM, "out of memory");
+            break;
+        }
+        view.n = 0;
+        for (int i = 0; i < test.n; i++)
+            if (test.samples[i].source == s) view.samples[view.n++] = test.samples[i];
+        ls_confusion cm = {0};
+        if (view.n > 0) st = ls_confusion_init(&cm, m->cfg.num_labels, err);
+        if (st == LS_OK && view.n > 0) st = evaluate_dataset(m, &view, &cm, "testing", err);
+        if (st == LS_OK && view.n > 0) {
+            ls_metrics met;
+            ls_metrics_compute(&cm, &met);
+            char *js = metrics_json(&met, &view, view.n);
+            /* Name the entry by the folder holding the images ("Dataset 1"). */
+            char name[256];
+            const char *path = view.samples[0].image_path, *slash = strrchr(path, '/');
+            int len = slash ? (int)(slash - path) : 0;
+            const char *start = path;
+            for (const char *p = path; p < path + len; p++)
+                if (*p == '/') start = p + 1;
+            snprintf(name, sizeof name, "%.*s", (int)(path + len - start), start);
+            cJSON_AddItemToObject(all, name, cJSON_Parse(js));
+            fprintf(stderr, "test split of %s: %d images, mIoU %.4f, whole-cell Dice %.4f\n", name,
+                    view.n, met.miou, met.whole_cell_dice);
+            free(js);
+        }
+        ls_confusion_free(&cm);
+        free(view.samples);
+    }
+    *out = st == LS_OK ? cJSON_PrintUnformatted(all) : NULL;
+    cJSON_Delete(all);
+    ls_dataset_free(&test);
+    return st;
+}
+
+/* Loads the best model, fits the cell-type classifier on the training images and records the
+ * test metrics, then saves it again (atomically). */
+static ls_status finalize_model(const train_options *o, const loaded_set *train, ls_error *err)
+{
+    ls_model *best = NULL;
+    char *metrics = NULL;
+    ls_status st = ls_model_load(o->out, &best, err);
+    if (st == LS_OK) {
+        fprintf(stderr, "fitting the cell-type classifier on %d training images\n", train->ds.n);
+        st = ls_celltype_train(best, &train->ds, err);
+    }
+    if (st == LS_OK) st = test_metrics_json(best, o, &metrics, err);
+    if (st == LS_OK) st = ls_model_set_meta(best, "test_metrics", metrics, err);
+    if (st == LS_OK) st = ls_model_save(best, o->out, err);
+    free(metrics);
+    ls_model_free(best);
+    return st;
+}
+
 int cmd_train(int argc, char **argv)
 {
     train_options o;
@@ -669,7 +756,9 @@ int cmd_train(int argc, char **argv)
         st = run_epochs(&t, &ts, ckpt, &err);
         signal(SIGINT, SIG_DFL);
     }
-    if (st == LS_OK && !(o.stop_at_step > 0 && ts.step >= o.stop_at_step))
+    int finished = st == LS_OK && !(o.stop_at_step > 0 && ts.step >= o.stop_at_step);
+    if (finished && !o.no_finalize) st = finalize_model(&o, &train, &err);
+    if (finished && st == LS_OK)
         fprintf(stderr, "done: best validation mIoU %.4f at epoch %d, model in %s\n", ts.best_miou,
                 ts.best_epoch, o.out);
     rc = st == LS_OK ? 0 : st == LS_ERR_INTERRUPTED ? 130 : cli_error("train", &err);

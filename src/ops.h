@@ -2,8 +2,9 @@
  *
  * Conventions (one argument order everywhere): outputs first, then the inputs, then parameters,
  * then sizes. Token maps are channels-last: x[m * C + c] with m = (b * H + y) * W + x.
- * Backward functions ACCUMULATE (+=) into every gradient they are given; a NULL gradient pointer
- * means "not needed" and is skipped.
+ * Backward functions ACCUMULATE (+=) into every gradient they are given. The input gradient dx
+ * may be NULL where a layer's input needs none (linear, dwconv, col2im callers); parameter
+ * gradients are always required, except linear's dw/dbias.
  */
 #ifndef LS_OPS_H
 #define LS_OPS_H
