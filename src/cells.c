@@ -440,7 +440,7 @@ static int32_t place_seeds(const ls_mask *mask, const uint8_t *fg, const float *
                            int32_t *region, int32_t *scratch)
 {
     size_t n = (size_t)mask->w * mask->h;
-    uint8_t *nuc = malloc(n);
+    uint8_t *nuc = calloc(n ? n : 1, 1);
     int32_t *comp = malloc(n * sizeof *comp);
     if (!nuc || !comp) {
         free(nuc), free(comp);

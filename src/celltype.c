@@ -14,8 +14,8 @@
 #define T_BIAS "cell_classifier.bias"
 #define T_MEAN "cell_classifier.feature_mean"
 #define T_STD "cell_classifier.feature_std"
-/* log area, nucleus fraction, N/C ratio, lobes, circularity, nucleus RGB, cytoplasm RGB */
-#define MORPH_FEATURES 11
+/* hand-crafted features after the pooled encoder features (HAND_NAMES) */
+#define HAND_FEATURES 54
 #define DEFAULT_THRESHOLD 0.5
 #define L2 1e-2
 #define MAX_CLASS_WEIGHT 10.0
@@ -85,7 +85,7 @@ void ls_model_free_extras(ls_model *m)
 int ls_cell_feature_count(const ls_model *m)
 {
     const int *c = m->cfg.hidden;
-    return c[0] + c[1] + c[2] + c[3] + MORPH_FEATURES;
+    return c[0] + c[1] + c[2] + c[3] + HAND_FEATURES;
 }
 
 /* Preprocesses img and runs the eval forward; the workspace keeps every stage's output. */
@@ -144,48 +144,367 @@ static ls_status pool_stages(const ls_model *m, const ls_workspace *ws, const ls
     return LS_OK;
 }
 
-/* Morphology and colour: log area, nucleus fraction, N/C ratio (capped at 20 so a cell with
- * almost no cytoplasm does not dominate the standardisation), lobes, circularity, mean RGB / 255
- * of nucleus and of cytoplasm (the whole cell's when a part is empty). */
-static void morph_features(const ls_image *img, const ls_mask *mask, const ls_cells *cells,
-                           const ls_cell *c, int32_t id, float *out)
+/* ---- hand-crafted features ---------------------------------------------------------------
+ *
+ * Shape measures are relative to the cell or the nucleus (the datasets differ in magnification),
+ * and colours are optical densities against the image's own background: OD = ln(ref / I) per
+ * channel, with ref the 95th percentile of the background pixels (mask class 0: plasma and red
+ * cells), so a brighter, yellower or bluer illumination and stain shift cancel to first order. */
+
+static const char *const HAND_NAMES[] = {
+    /* 0 */ "log area", "nucleus fraction", "N/C ratio (max 20)", "lobes", "circularity",
+    /* 5 */ "cell solidity", "nucleus solidity", "nucleus circularity", "nucleus minor/major axis",
+    /* 9 */ "nucleus components (max 6)", "nucleus mean thickness / equivalent radius",
+    /* 11 */ "nucleus max thickness / equivalent radius",
+    /* 12 */ "nucleus centroid offset / cell equivalent radius",
+    /* 13 */ "nucleus OD R", "nucleus OD G", "nucleus OD B", "nucleus OD std R", "nucleus OD std G",
+    "nucleus OD std B", "nucleus OD share R", "nucleus OD share G", "nucleus OD share B",
+    "nucleus texture (mean |laplacian| / mean OD)", "nucleus OD sum p10", "nucleus OD sum p50",
+    "nucleus OD sum p90", "nucleus redness p90", "nucleus redness std",
+    /* 28 */ "cytoplasm OD R", "cytoplasm OD G", "cytoplasm OD B", "cytoplasm OD std R",
+    "cytoplasm OD std G", "cytoplasm OD std B", "cytoplasm OD share R", "cytoplasm OD share G",
+    "cytoplasm OD share B", "cytoplasm texture (mean |laplacian| / mean OD)",
+    "cytoplasm OD sum p10", "cytoplasm OD sum p50", "cytoplasm OD sum p90",
+    "cytoplasm redness p90", "cytoplasm redness std",
+    /* 43 */ "cytoplasm / nucleus mean OD sum", "cytoplasm fraction darker than nucleus median",
+    /* 45 */ "background OD R", "background OD G", "background OD B",
+    /* 48 */ "nucleus mean R/255", "nucleus mean G/255", "nucleus mean B/255",
+    "cytoplasm mean R/255", "cytoplasm mean G/255", "cytoplasm mean B/255"};
+_Static_assert(sizeof HAND_NAMES / sizeof HAND_NAMES[0] == HAND_FEATURES,
+               "HAND_NAMES lists every hand-crafted feature");
+#define COLOUR_BLOCK 15 /* features per region (nucleus, cytoplasm) from 13 on */
+
+/* Per-image colour reference: white point (95th percentile of each channel over background
+ * pixels, all pixels when fewer than 64 are background) and the background's mean OD. */
+typedef struct {
+    double ref[3];
+    double bg_od[3];
+} colour_ref;
+
+static double od_of(double v, double ref)
 {
-    double sum[2][3] = {{0}}, all[3] = {0};
-    long n[2] = {0, 0};
-    for (int y = c->bbox_y; y < c->bbox_y + c->bbox_h; y++)
-        for (int x = c->bbox_x; x < c->bbox_x + c->bbox_w; x++) {
-            size_t p = (size_t)y * cells->w + x;
-            if (cells->labels[p] != id) continue;
-            int part = mask->data[p] == LS_NUCLEUS_CLASS ? 0 : 1;
-            n[part]++;
+    return log((ref + 1.0) / (v + 1.0));
+}
+
+static void image_reference(const ls_image *img, const ls_mask *mask, colour_ref *r)
+{
+    size_t npix = (size_t)img->w * img->h;
+    long hist[3][256] = {{0}}, nbg = 0;
+    for (size_t p = 0; p < npix; p++)
+        if (mask->data[p] == 0) {
+            nbg++;
+            for (int k = 0; k < 3; k++) hist[k][img->data[p * 3 + k]]++;
+        }
+    int use_all = nbg < 64;
+    if (use_all) {
+        memset(hist, 0, sizeof hist);
+        for (size_t p = 0; p < npix; p++)
+            for (int k = 0; k < 3; k++) hist[k][img->data[p * 3 + k]]++;
+        nbg = (long)npix;
+    }
+    for (int k = 0; k < 3; k++) {
+        long need = (long)ceil(0.95 * (double)nbg), acc = 0;
+        int v = 0;
+        for (; v < 255; v++)
+            if ((acc += hist[k][v]) >= need) break;
+        r->ref[k] = v;
+    }
+    double sum[3] = {0};
+    long n = 0;
+    for (size_t p = 0; p < npix; p++)
+        if (use_all || mask->data[p] == 0) {
+            n++;
+            for (int k = 0; k < 3; k++) sum[k] += od_of(img->data[p * 3 + k], r->ref[k]);
+        }
+    for (int k = 0; k < 3; k++) r->bg_od[k] = n ? sum[k] / (double)n : 0;
+}
+
+static int cmp_float(const void *a, const void *b)
+{
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+/* q-quantile of v[0..n) (sorted in place); 0 for n == 0. */
+static double quantile(float *v, long n, double q)
+{
+    if (n <= 0) return 0;
+    qsort(v, (size_t)n, sizeof *v, cmp_float);
+    long i = (long)(q * (double)(n - 1) + 0.5);
+    return v[i];
+}
+
+/* 3-4 chamfer distance (in pixels) of each set pixel of m (bw x bh, outside counts as unset) to
+ * the nearest unset pixel. */
+static void chamfer(const uint8_t *m, int bw, int bh, float *d)
+{
+    const float big = 1e9f;
+    for (int y = 0; y < bh; y++)
+        for (int x = 0; x < bw; x++) {
+            size_t p = (size_t)y * bw + x;
+            if (!m[p]) {
+                d[p] = 0;
+                continue;
+            }
+            float v = big;
+            float l = x > 0 ? d[p - 1] : 0, u = y > 0 ? d[p - bw] : 0;
+            float ul = x > 0 && y > 0 ? d[p - bw - 1] : 0, ur = x < bw - 1 && y > 0 ? d[p - bw + 1] : 0;
+            v = fminf(v, l + 3), v = fminf(v, u + 3), v = fminf(v, ul + 4), v = fminf(v, ur + 4);
+            d[p] = v;
+        }
+    for (int y = bh - 1; y >= 0; y--)
+        for (int x = bw - 1; x >= 0; x--) {
+            size_t p = (size_t)y * bw + x;
+            if (!m[p]) continue;
+            float r = x < bw - 1 ? d[p + 1] : 0, dn = y < bh - 1 ? d[p + bw] : 0;
+            float dl = x > 0 && y < bh - 1 ? d[p + bw - 1] : 0;
+            float dr = x < bw - 1 && y < bh - 1 ? d[p + bw + 1] : 0;
+            float v = d[p];
+            v = fminf(v, r + 3), v = fminf(v, dn + 3), v = fminf(v, dl + 4), v = fminf(v, dr + 4);
+            d[p] = v;
+        }
+    for (size_t p = 0; p < (size_t)bw * bh; p++) d[p] /= 3.0f;
+}
+
+static long cross(const long *o, const long *a, const long *b)
+{
+    return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0]);
+}
+
+static int cmp_point(const void *pa, const void *pb)
+{
+    const long *a = pa, *b = pb;
+    return a[0] != b[0] ? (a[0] > b[0]) - (a[0] < b[0]) : (a[1] > b[1]) - (a[1] < b[1]);
+}
+
+/* Area of the convex hull of the set pixels of m (pixel squares, so a filled shape's hull is at
+ * least its pixel count). pts: scratch of 8 * bh longs; hull: scratch of 8 * bh + 2 longs. */
+static double hull_area(const uint8_t *m, int bw, int bh, long *pts, long *hull)
+{
+    int n = 0;
+    for (int y = 0; y < bh; y++) {
+        int l = -1, r = -1;
+        for (int x = 0; x < bw; x++)
+            if (m[(size_t)y * bw + x]) {
+                if (l < 0) l = x;
+                r = x;
+            }
+        if (l < 0) continue;
+        long c[4][2] = {{l, y}, {l, y + 1}, {r + 1, y}, {r + 1, y + 1}};
+        for (int k = 0; k < 4; k++, n++) pts[2 * n] = c[k][0], pts[2 * n + 1] = c[k][1];
+    }
+    if (n < 3) return 0;
+    qsort(pts, (size_t)n, 2 * sizeof *pts, cmp_point);
+    int k = 0; /* Andrew's monotone chain */
+    for (int i = 0; i < n; i++) {
+        while (k >= 2 && cross(hull + 2 * (k - 2), hull + 2 * (k - 1), pts + 2 * i) <= 0) k--;
+        hull[2 * k] = pts[2 * i], hull[2 * k + 1] = pts[2 * i + 1], k++;
+    }
+    for (int i = n - 2, t = k + 1; i >= 0; i--) {
+        while (k >= t && cross(hull + 2 * (k - 2), hull + 2 * (k - 1), pts + 2 * i) <= 0) k--;
+        hull[2 * k] = pts[2 * i], hull[2 * k + 1] = pts[2 * i + 1], k++;
+    }
+    double a = 0;
+    for (int i = 0; i + 1 < k; i++)
+        a += (double)hull[2 * i] * hull[2 * i + 3] - (double)hull[2 * i + 2] * hull[2 * i + 1];
+    return fabs(a) / 2;
+}
+
+/* Colour statistics of one region (the pixels of the cell where part[] is set): mean OD, OD std,
+ * OD shares, texture, OD-sum quantiles and redness ((OD_G - OD_R) / OD sum) p90 and std. vals:
+ * scratch of 2 * region pixels floats. */
+static void region_colour(const ls_image *img, const uint8_t *part, int bx, int by, int bw, int bh,
+                          const colour_ref *cr, float *vals, float *out, double *mean_sum,
+                          double *median_sum)
+{
+    double s[3] = {0}, s2[3] = {0}, lap = 0, red = 0, red2 = 0;
+    long n = 0;
+    int W = img->w, H = img->h;
+    for (int y = 0; y < bh; y++)
+        for (int x = 0; x < bw; x++) {
+            if (!part[(size_t)y * bw + x]) continue;
+            int ix = bx + x, iy = by + y;
+            const uint8_t *px = img->data + ((size_t)iy * W + ix) * 3;
+            double od[3], sum = 0;
             for (int k = 0; k < 3; k++) {
-                sum[part][k] += img->data[p * 3 + k];
+                od[k] = od_of(px[k], cr->ref[k]);
+                s[k] += od[k];
+                s2[k] += od[k] * od[k];
+                sum += od[k];
+            }
+            /* 4-neighbour laplacian of the OD sum, replicating the image edge */
+            double nb = 0;
+            static const int ddx[4] = {1, -1, 0, 0}, ddy[4] = {0, 0, 1, -1};
+            for (int d = 0; d < 4; d++) {
+                int nx = ix + ddx[d], ny = iy + ddy[d];
+                nx = nx < 0 ? 0 : nx >= W ? W - 1 : nx;
+                ny = ny < 0 ? 0 : ny >= H ? H - 1 : ny;
+                const uint8_t *q = img->data + ((size_t)ny * W + nx) * 3;
+                for (int k = 0; k < 3; k++) nb += od_of(q[k], cr->ref[k]);
+            }
+            lap += fabs(nb - 4 * sum);
+            double r = (od[1] - od[0]) / (fabs(sum) + 0.05);
+            red += r, red2 += r * r;
+            vals[n] = (float)sum;
+            vals[bw * bh + n] = (float)r;
+            n++;
+        }
+    double dn = n ? (double)n : 1, tot = 0;
+    for (int k = 0; k < 3; k++) {
+        double m = s[k] / dn;
+        out[k] = (float)m;
+        out[3 + k] = (float)sqrt(fmax(s2[k] / dn - m * m, 0));
+        tot += m;
+    }
+    for (int k = 0; k < 3; k++) out[6 + k] = (float)(s[k] / dn / (fabs(tot) + 0.05));
+    out[9] = (float)(lap / dn / (fabs(tot) + 0.05));
+    out[10] = (float)quantile(vals, n, 0.1);
+    out[11] = (float)quantile(vals, n, 0.5);
+    out[12] = (float)quantile(vals, n, 0.9);
+    double rm = red / dn;
+    out[13] = (float)quantile(vals + (size_t)bw * bh, n, 0.9);
+    out[14] = (float)sqrt(fmax(red2 / dn - rm * rm, 0));
+    *mean_sum = tot;
+    *median_sum = out[11];
+}
+
+
+/* Hand-crafted features of one cell (HAND_NAMES). */
+static ls_status hand_features(const ls_image *img, const ls_mask *mask, const ls_cells *cells,
+                               const ls_cell *c, int32_t id, const colour_ref *cr, float *out,
+                               ls_error *err)
+{
+    int bx = c->bbox_x, by = c->bbox_y, bw = c->bbox_w, bh = c->bbox_h;
+    size_t nb = (size_t)bw * bh;
+    uint8_t *cell = calloc(nb, 1), *nuc = calloc(nb, 1), *cyt = calloc(nb, 1);
+    float *dist = malloc(sizeof(float) * nb), *vals = malloc(sizeof(float) * 2 * nb);
+    long *pts = malloc(sizeof(long) * (8 * (size_t)bh + 8));
+    long *hull = malloc(sizeof(long) * (8 * (size_t)bh + 16));
+    int32_t *lab = malloc(sizeof(int32_t) * nb * 2);
+    if (!cell || !nuc || !cyt || !dist || !vals || !pts || !hull || !lab) {
+        free(cell), free(nuc), free(cyt), free(dist), free(vals), free(pts), free(hull), free(lab);
+        return ls_fail(err, LS_ERR_NOMEM, "out of memory measuring a cell");
+    }
+    double raw[2][3] = {{0}}, all[3] = {0};
+    long rn[2] = {0, 0};
+    double nsx = 0, nsy = 0, nxx = 0, nyy = 0, nxy = 0, csx = 0, csy = 0;
+    long nedges = 0;
+    for (int y = 0; y < bh; y++)
+        for (int x = 0; x < bw; x++) {
+            size_t p = (size_t)(by + y) * cells->w + bx + x, q = (size_t)y * bw + x;
+            if (cells->labels[p] != id) continue;
+            cell[q] = 1;
+            int part = mask->data[p] == LS_NUCLEUS_CLASS ? 0 : 1;
+            (part ? cyt : nuc)[q] = 1;
+            rn[part]++;
+            for (int k = 0; k < 3; k++) {
+                raw[part][k] += img->data[p * 3 + k];
                 all[k] += img->data[p * 3 + k];
             }
+            csx += x, csy += y;
+            if (!part) nsx += x, nsy += y, nxx += (double)x * x, nyy += (double)y * y,
+                       nxy += (double)x * y;
         }
-    out[0] = (float)log((double)c->area);
-    out[1] = (float)((double)c->nucleus_area / (double)c->area);
+    for (int y = 0; y < bh; y++) /* nucleus boundary edges (4-adjacent non-nucleus) */
+        for (int x = 0; x < bw; x++) {
+            if (!nuc[(size_t)y * bw + x]) continue;
+            nedges += x == 0 || !nuc[(size_t)y * bw + x - 1];
+            nedges += x == bw - 1 || !nuc[(size_t)y * bw + x + 1];
+            nedges += y == 0 || !nuc[(size_t)(y - 1) * bw + x];
+            nedges += y == bh - 1 || !nuc[(size_t)(y + 1) * bw + x];
+        }
+    double area = (double)c->area, na = (double)rn[0];
+    out[0] = (float)log(area);
+    out[1] = (float)(na / area);
     out[2] = (float)fmin(c->nc_ratio, 20.0);
     out[3] = (float)c->lobes;
     out[4] = (float)c->circularity;
+    double ch = hull_area(cell, bw, bh, pts, hull);
+    out[5] = (float)(ch > 0 ? area / ch : 1);
+    double nh = hull_area(nuc, bw, bh, pts, hull);
+    out[6] = (float)(nh > 0 ? na / nh : 1);
+    double np = nedges * M_PI / 4.0;
+    out[7] = (float)(np > 0 ? fmin(4 * M_PI * na / (np * np), 2.0) : 0);
+    double req = sqrt(area / M_PI), nreq = sqrt(fmax(na, 1) / M_PI);
+    if (na > 0) {
+        double mx = nsx / na, my = nsy / na;
+        double a = nxx / na - mx * mx + 1.0 / 12, b = nxy / na - mx * my, cc = nyy / na - my * my + 1.0 / 12;
+        double tr = (a + cc) / 2, det = sqrt(fmax((a - cc) * (a - cc) / 4 + b * b, 0));
+        out[8] = (float)sqrt(fmax(tr - det, 0) / (tr + det));
+        out[12] = (float)(hypot(mx - csx / area, my - csy / area) / req);
+    } else {
+        out[8] = 0, out[12] = 0;
+    }
+    int comps = 0; /* 8-connected nucleus components, no opening */
+    {
+        int32_t *stack = lab + nb;
+        memset(lab, 0, sizeof(int32_t) * nb);
+        for (size_t s = 0; s < nb; s++) {
+            if (!nuc[s] || lab[s]) continue;
+            lab[s] = ++comps;
+            size_t top = 0;
+            stack[top++] = (int32_t)s;
+            while (top) {
+                int32_t p = stack[--top];
+                int x = p % bw, y = p / bw;
+                for (int dy = -1; dy <= 1; dy++)
+                    for (int dx = -1; dx <= 1; dx++) {
+                        int qx = x + dx, qy = y + dy;
+                        if (qx < 0 || qy < 0 || qx >= bw || qy >= bh) continue;
+                        int32_t q = qy * bw + qx;
+                        if (nuc[q] && !lab[q]) lab[q] = comps, stack[top++] = q;
+                    }
+            }
+        }
+    }
+    out[9] = (float)(comps < 6 ? comps : 6);
+    chamfer(nuc, bw, bh, dist);
+    double dsum = 0, dmax = 0;
+    for (size_t q = 0; q < nb; q++)
+        if (nuc[q]) dsum += dist[q], dmax = fmax(dmax, dist[q]);
+    out[10] = (float)(na > 0 ? dsum / na / nreq : 0);
+    out[11] = (float)(na > 0 ? dmax / nreq : 0);
+    double nmean = 0, nmed = 0, cmean = 0, cmed = 0;
+    /* an empty part takes the whole cell's colour, as the mean RGB does */
+    region_colour(img, rn[0] ? nuc : cell, bx, by, bw, bh, cr, vals, out + 13, &nmean, &nmed);
+    region_colour(img, rn[1] ? cyt : cell, bx, by, bw, bh, cr, vals, out + 13 + COLOUR_BLOCK,
+                  &cmean, &cmed);
+    int o = 13 + 2 * COLOUR_BLOCK;
+    out[o] = (float)(cmean / (fabs(nmean) + 0.05));
+    long darker = 0;
+    for (int y = 0; y < bh; y++)
+        for (int x = 0; x < bw; x++) {
+            if (!cyt[(size_t)y * bw + x]) continue;
+            const uint8_t *px = img->data + ((size_t)(by + y) * img->w + bx + x) * 3;
+            double sum = 0;
+            for (int k = 0; k < 3; k++) sum += od_of(px[k], cr->ref[k]);
+            darker += sum > nmed;
+        }
+    out[o + 1] = (float)(rn[1] ? (double)darker / (double)rn[1] : 0);
+    for (int k = 0; k < 3; k++) out[o + 2 + k] = (float)cr->bg_od[k];
     for (int part = 0; part < 2; part++)
         for (int k = 0; k < 3; k++)
-            out[5 + part * 3 + k] = (float)((n[part] ? sum[part][k] / n[part]
-                                                     : all[k] / (double)c->area) / 255.0);
+            out[o + 5 + part * 3 + k] = (float)((rn[part] ? raw[part][k] / rn[part]
+                                                          : all[k] / area) / 255.0);
+    free(cell), free(nuc), free(cyt), free(dist), free(vals), free(pts), free(hull), free(lab);
+    return LS_OK;
 }
 
 static ls_status cell_features(const ls_model *m, const ls_workspace *ws, const ls_image *img,
                                const ls_mask *mask, const ls_cells *cells, float **features,
                                ls_error *err)
 {
-    int f = ls_cell_feature_count(m), pooled = f - MORPH_FEATURES;
+    int f = ls_cell_feature_count(m), pooled = f - HAND_FEATURES;
+    colour_ref cr;
+    image_reference(img, mask, &cr);
     *features = malloc(sizeof(float) * (size_t)f * (cells->n ? cells->n : 1));
     if (!*features) return ls_fail(err, LS_ERR_NOMEM, "out of memory for cell features");
     ls_status st = LS_OK;
     for (int i = 0; i < cells->n && st == LS_OK; i++) {
         float *row = *features + (size_t)i * f;
         st = pool_stages(m, ws, cells, &cells->cells[i], i + 1, row, err);
-        morph_features(img, mask, cells, &cells->cells[i], i + 1, row + pooled);
+        if (st == LS_OK)
+            st = hand_features(img, mask, cells, &cells->cells[i], i + 1, &cr, row + pooled, err);
     }
     if (st != LS_OK) {
         free(*features);
