@@ -112,12 +112,13 @@ check: test
 # each dataset's test split. Writes runs/main/ (see README).
 MAIN_OUT ?= runs/main/leukoseg-b0.safetensors
 main: $(BUILD)/leukoseg
-	OMP_WAIT_POLICY=passive $(BUILD)/leukoseg train --out $(MAIN_OUT) $(TRAIN_ARGS)
+	$(BUILD)/leukoseg train --data "$(DATA)" --out $(MAIN_OUT) $(TRAIN_ARGS)
 	$(BUILD)/leukoseg eval --model $(MAIN_OUT) --data "$(DATA)/Dataset 1" --split test
 	$(BUILD)/leukoseg eval --model $(MAIN_OUT) --data "$(DATA)/Dataset 2" --split test
 
 DATA ?= ../shared/data/segmentation_WBC
-TRAIN_ARGS ?= --epochs 100 --patience 25 --size 128 --batch 8 --lr 6e-4 --warmup 300 --seed 1
+TRAIN_ARGS ?= --balance --epochs 80 --patience 20 --size 128 --batch 8 --lr 6e-4 --warmup 300 \
+	--seed 1 --threads 2
 
 clean:
 	rm -rf build build-san

@@ -273,6 +273,22 @@ int cmd_segment(int argc, char **argv)
         free(images);
         return cli_usage_error("segment", "give at least one image");
     }
+    /* Outputs are named after the input's file name: two inputs with one name would overwrite
+     * each other, so refuse before writing anything. */
+    for (int i = 0; i < nimages; i++) {
+        char a[256], b[256];
+        stem_of(images[i], a, sizeof a);
+        for (int j = 0; j < i; j++) {
+            stem_of(images[j], b, sizeof b);
+            if (strcmp(a, b) == 0) {
+                int rc = cli_usage_error("segment", "'%s' and '%s' would both write %s_mask.png "
+                                         "(and the rest) into %s; segment them into different "
+                                         "--out folders", images[j], images[i], a, out_dir);
+                free(images);
+                return rc;
+            }
+        }
+    }
     ls_error err = {{0}};
     ls_model *model = NULL;
     ls_status st = ls_model_load(model_path, &model, &err);
@@ -327,9 +343,16 @@ int cmd_forward(int argc, char **argv)
     ls_array x = {0}, logits = {0};
     ls_status st = ls_model_load(model_path, &model, &err);
     if (st == LS_OK) st = ls_npy_load(in, &x, &err);
-    if (st == LS_OK && (x.dtype != LS_F32 || x.ndim != 4 || x.shape[1] != 3))
-        st = ls_fail(&err, LS_ERR_SHAPE, "%s must be float32 [B, 3, H, W] (NCHW, preprocessed)",
-                     in);
+    if (st == LS_OK && (x.dtype != LS_F32 || x.ndim != 4 || x.shape[1] != 3)) {
+        static const char *dtype_names[] = {"float32", "int64", "uint8", "int32", "float64"};
+        char shape[96] = "";
+        for (int d = 0; d < x.ndim && d < 8; d++)
+            snprintf(shape + strlen(shape), sizeof shape - strlen(shape), "%s%lld", d ? ", " : "",
+                     (long long)x.shape[d]);
+        st = ls_fail(&err, LS_ERR_SHAPE, "%s holds %s [%s]; forward needs float32 [B, 3, H, W] "
+                     "(NCHW, preprocessed; np.float32 and transpose(0, 3, 1, 2) from NHWC)", in,
+                     dtype_names[x.dtype], shape);
+    }
     if (st == LS_OK && (x.shape[0] > 4096 || x.shape[2] > 16384 || x.shape[3] > 16384))
         st = ls_fail(&err, LS_ERR_SHAPE, "%s: shape too large", in);
     if (st == LS_OK)
@@ -347,7 +370,11 @@ int cmd_forward(int argc, char **argv)
         logits.data = malloc(ls_array_numel(&logits) * sizeof(float));
         if (!logits.data) st = ls_fail(&err, LS_ERR_NOMEM, "out of memory");
     }
-    if (st == LS_OK) st = ls_model_forward(model, ws, x.data, 0, NULL, logits.data, &err);
+    if (st == LS_OK && ls_model_forward(model, ws, x.data, 0, NULL, logits.data, &err) != LS_OK) {
+        char msg[sizeof err.msg];
+        snprintf(msg, sizeof msg, "%s", err.msg);
+        st = ls_fail(&err, LS_ERR_NUMERIC, "%s: %s", in, msg);
+    }
     if (st == LS_OK) st = ls_npy_save(out, &logits, &err);
     int rc = st == LS_OK ? 0 : cli_error("forward", &err);
     ls_array_free(&x);
@@ -365,13 +392,22 @@ int cmd_info(int argc, char **argv)
 {
     const char *path = NULL;
     for (int i = 1; i < argc; i++) {
+        const char *v = NULL;
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            puts("usage: leukoseg info [MODEL]\n\nPrints the configuration, classes, parameter "
-                 "count, preprocessing and provenance\nof a model file (default: the shipped "
-                 "model).");
+            puts("usage: leukoseg info [--model] [MODEL]\n\nPrints the configuration, classes, "
+                 "parameter count, preprocessing, provenance\nand test metrics of a model file "
+                 "(default: the shipped model).");
             return 0;
+        } else if (opt_value(argc, argv, &i, "--model", &v)) {
+            if (!v) return cli_usage_error("info", "--model needs a file");
+            path = v;
+        } else if (argv[i][0] == '-') {
+            return cli_usage_error("info", "unknown option '%s'", argv[i]);
+        } else if (path) {
+            return cli_usage_error("info", "give one model (got '%s' and '%s')", path, argv[i]);
+        } else {
+            path = argv[i];
         }
-        path = argv[i];
     }
     if (!path) path = default_model_path();
     ls_error err = {{0}};

@@ -133,14 +133,18 @@ static ls_status add_path(image_list *l, const char *path, ls_split split, ls_er
     if (!S_ISDIR(sb.st_mode))
         return list_add(l, path, 0) ? LS_OK : ls_fail(err, LS_ERR_NOMEM, "out of memory");
     ls_dataset ds = {0};
-    ls_error ignored;
+    ls_error as_dataset = {{0}};
     ls_status st = LS_OK;
-    if (ls_dataset_add(&ds, path, split, NULL, &ignored) == LS_OK) {
+    if (ls_dataset_add(&ds, path, split, NULL, &as_dataset) == LS_OK) {
         for (int i = 0; i < ds.n && st == LS_OK; i++)
             if (!list_add(l, ds.samples[i].image_path, ds.samples[i].cell_type))
                 st = ls_fail(err, LS_ERR_NOMEM, "out of memory");
-    } else {
-        st = add_plain_folder(l, path, err);
+    } else if ((st = add_plain_folder(l, path, err)) != LS_OK) {
+        /* Neither a plain image folder nor a usable dataset: say both, since the dataset reason
+         * (a split that cannot place a file, say) is usually the one the user needs. */
+        char plain[sizeof err->msg];
+        snprintf(plain, sizeof plain, "%s", err->msg);
+        st = ls_fail(err, st, "%s; read as a dataset: %s", plain, as_dataset.msg);
     }
     ls_dataset_free(&ds);
     return st;

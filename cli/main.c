@@ -240,6 +240,11 @@ ls_status evaluate_dataset(ls_model *model, const ls_dataset *ds, ls_confusion *
         ls_mask gt = {0}, pred = {0};
         long snapped = 0;
         ls_status st = ls_dataset_load(ds, i, &img, &gt, &snapped, err);
+        if (st == LS_OK && snapped > 0) {
+            progress_done();
+            fprintf(stderr, "note: %s: %ld mask pixels were no declared level and were snapped to "
+                    "the nearest one\n", ds->samples[i].mask_path, snapped);
+        }
         if (st == LS_OK && !gt.data)
             st = ls_fail(err, LS_ERR_ARG, "%s has no mask; eval needs masks",
                          ds->samples[i].image_path);
@@ -255,7 +260,10 @@ ls_status evaluate_dataset(ls_model *model, const ls_dataset *ds, ls_confusion *
     return LS_OK;
 }
 
-static cJSON *number_or_null(double v) { return v == v ? cJSON_CreateNumber(v) : cJSON_CreateNull(); }
+static cJSON *number_or_null(double v)
+{
+    return v == v ? cJSON_CreateNumber(v) : cJSON_CreateNull();
+}
 
 char *metrics_json(const ls_metrics *m, const ls_dataset *ds, int images)
 {

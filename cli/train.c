@@ -70,6 +70,7 @@ typedef struct {
     double best_miou;
     int bad_epochs;
     cJSON *history;      /* per-epoch records, for the log and the web page */
+    cJSON *args;         /* the run's options, so --resume continues the same run */
 } train_state;
 
 static volatile sig_atomic_t interrupted;
@@ -152,6 +153,73 @@ static int parse_train_options(int argc, char **argv, train_options *o)
     }
     if (o->ndata == 0) o->data[o->ndata++] = default_data_path();
     return 0;
+}
+
+/* Options that may differ between a run and its resumption: they do not change what is drawn. */
+static int is_session_option(const char *arg)
+{
+    static const char *names[] = {"--resume", "--threads", "--stop-at-step"};
+    for (size_t k = 0; k < sizeof names / sizeof *names; k++) {
+        size_t n = strlen(names[k]);
+        if (!strncmp(arg, names[k], n) && (arg[n] == '\0' || arg[n] == '=')) return 1;
+    }
+    return 0;
+}
+
+/* The run's own options (argv without the session ones), as a JSON array of strings. */
+static cJSON *run_args(int argc, char **argv)
+{
+    cJSON *a = cJSON_CreateArray();
+    for (int i = 1; i < argc; i++) {
+        if (is_session_option(argv[i])) {
+            if (!strchr(argv[i], '=')) i++; /* skip its value */
+            continue;
+        }
+        cJSON_AddItemToArray(a, cJSON_CreateString(argv[i]));
+    }
+    return a;
+}
+
+/* --resume: the options come from the checkpoint; only session options may be given now.
+ * *saved receives the parsed args (kept alive: the options point into it). */
+static int options_from_checkpoint(int argc, char **argv, train_options *o, cJSON **saved)
+{
+    for (int i = 1; i < argc; i++) {
+        if (is_session_option(argv[i])) {
+            if (!strchr(argv[i], '=')) i++;
+            continue;
+        }
+        return cli_usage_error("train", "with --resume the run's options come from the "
+                               "checkpoint; give only --resume, --threads and --stop-at-step "
+                               "(got '%s')", argv[i]);
+    }
+    ls_error err = {{0}};
+    ls_tensor_file tf;
+    if (ls_safetensors_load(o->resume, &tf, &err) != LS_OK) return cli_error("train", &err);
+    const char *state_s = ls_tensor_file_meta(&tf, "train_state");
+    cJSON *state = state_s ? cJSON_Parse(state_s) : NULL;
+    cJSON *args = state ? cJSON_DetachItemFromObject(state, "args") : NULL;
+    cJSON_Delete(state);
+    ls_tensor_file_free(&tf);
+    if (!cJSON_IsArray(args)) {
+        cJSON_Delete(args);
+        ls_fail(&err, LS_ERR_FORMAT, "%s is not a training checkpoint (no train_state with the "
+                "run's options); resume from the FILE.ckpt that train wrote", o->resume);
+        return cli_error("train", &err);
+    }
+    int n = cJSON_GetArraySize(args);
+    char **run_argv = calloc((size_t)n + 2, sizeof *run_argv);
+    if (!run_argv) return 1;
+    run_argv[0] = "train";
+    for (int i = 0; i < n; i++) run_argv[i + 1] = cJSON_GetArrayItem(args, i)->valuestring;
+    train_options session = *o;
+    int rc = parse_train_options(n + 1, run_argv, o);
+    free(run_argv);
+    o->resume = session.resume;
+    o->threads = session.threads;
+    o->stop_at_step = session.stop_at_step;
+    *saved = args;
+    return rc;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -273,6 +341,7 @@ static ls_status save_checkpoint(const char *path, ls_model *m, const ls_adamw *
     cJSON_AddNumberToObject(state, "best_miou", ts->best_miou);
     cJSON_AddNumberToObject(state, "bad_epochs", ts->bad_epochs);
     cJSON_AddItemToObject(state, "history", cJSON_Duplicate(ts->history, 1));
+    cJSON_AddItemToObject(state, "args", cJSON_Duplicate(ts->args, 1));
     char *state_s = cJSON_PrintUnformatted(state);
     cJSON_Delete(state);
     ls_status st = ls_model_set_meta(m, "train_state", state_s, err);
@@ -689,6 +758,12 @@ int cmd_train(int argc, char **argv)
     train_options o;
     int rc = parse_train_options(argc, argv, &o);
     if (rc) return rc;
+    cJSON *args = NULL;
+    if (o.resume && (rc = options_from_checkpoint(argc, argv, &o, &args))) {
+        cJSON_Delete(args);
+        return rc;
+    }
+    if (!args) args = run_args(argc, argv);
 #ifdef _OPENMP
     if (o.threads > 0) omp_set_num_threads(o.threads);
     int threads = omp_get_max_threads();
@@ -700,7 +775,7 @@ int cmd_train(int argc, char **argv)
     ls_model *m = NULL;
     ls_workspace *ws = NULL;
     ls_adamw opt = {0};
-    train_state ts = {0, 0, -1.0, 0, cJSON_CreateArray()};
+    train_state ts = {0, 0, -1.0, 0, cJSON_CreateArray(), args};
     char *command = command_line(argc, argv);
     char ckpt[4096], log_path[4096];
     snprintf(ckpt, sizeof ckpt, "%s.ckpt", o.out);
@@ -708,9 +783,13 @@ int cmd_train(int argc, char **argv)
     FILE *log = NULL;
     trainer t = {0};
 
-    ls_status st = load_set(&o, o.train_split, o.limit, &train, &err);
-    if (st == LS_OK) st = load_set(&o, o.val_split, 0, &val, &err);
     ls_config cfg;
+    /* Check the variant before the (slow) data loading; the class count comes from the data. */
+    ls_status st = ls_config_for_variant(o.variant, 3, &cfg, &err);
+    if (st == LS_OK) st = load_set(&o, o.train_split, o.limit, &train, &err);
+    else memset(&train, 0, sizeof train);
+    if (st == LS_OK) st = load_set(&o, o.val_split, 0, &val, &err);
+    else memset(&val, 0, sizeof val);
     if (st == LS_OK) st = ls_config_for_variant(o.variant, train.ds.num_classes, &cfg, &err);
     if (st == LS_OK) st = ls_model_create(&cfg, (uint64_t)o.seed, &m, &err);
     if (st == LS_OK) st = set_model_metadata(m, &o, &train.ds, command ? command : "", &err);
@@ -728,9 +807,12 @@ int cmd_train(int argc, char **argv)
     }
     if (st == LS_OK && o.resume) {
         st = load_checkpoint(o.resume, m, &opt, &ts, &err);
-        if (st == LS_OK)
-            fprintf(stderr, "resuming from %s at step %ld (best val mIoU %.4f)\n", o.resume,
-                    ts.step, ts.best_miou);
+        if (st == LS_OK && ts.best_epoch > 0)
+            fprintf(stderr, "resuming from %s at step %ld (best val mIoU %.4f at epoch %d)\n",
+                    o.resume, ts.step, ts.best_miou, ts.best_epoch);
+        else if (st == LS_OK)
+            fprintf(stderr, "resuming from %s at step %ld (no validation yet)\n", o.resume,
+                    ts.step);
     }
     if (st == LS_OK) {
         char *slash = strrchr(o.out, '/');
@@ -768,6 +850,7 @@ int cmd_train(int argc, char **argv)
     free(t.order);
     free(command);
     cJSON_Delete(ts.history);
+    cJSON_Delete(ts.args);
     ls_adamw_free(&opt);
     ls_workspace_free(ws);
     ls_model_free(m);

@@ -51,7 +51,8 @@ typedef struct {
     uint8_t *data;
 } ls_image;
 
-/* Raw mask values before level mapping: gray value (8 or 16 bit, kept as stored) or palette index. */
+/* Raw mask values before level mapping: gray values (1..16 bit, kept as stored) or palette
+ * indices. */
 typedef struct {
     int w, h;
     int bit_depth;     /* 8 or 16 for gray; 1..8 for palette indices */
@@ -322,7 +323,8 @@ ls_status ls_model_load(const char *path, ls_model **model, ls_error *err);
 
 /* Copies tensors from a file into an existing model by name. Tensors whose shape differs are
  * skipped when allow_skip (reported in report), otherwise the first mismatch is an error naming the
- * tensor and both shapes. Names with "module." prefix are mapped; original mmseg names are mapped. */
+ * tensor and both shapes. A "module." prefix and the original mmseg names are mapped to HF
+ * names. */
 ls_status ls_model_load_weights(ls_model *model, const char *path, int allow_skip, char *report,
                                 size_t report_len, ls_error *err);
 

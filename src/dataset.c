@@ -23,6 +23,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 static const char *split_name(ls_split s)
 {
@@ -742,7 +743,18 @@ static ls_status collect(const char *root, int base, const selection *sel, class
     for (int i = 0; i < entries.n; i++) {
         char *p = join(root, entries.v[i]);
         if (p && dataset_number(entries.v[i]) >= 0 && is_dir(p)) wbc_root = 1;
-        if (!strcasecmp(ext_of(entries.v[i]), "bmp")) bmp = 1;
+        /* A plain segmentation_WBC folder has NNN.bmp images with NNN.png masks beside them;
+         * a folder of unrelated images is no dataset (count then takes its files one by one). */
+        if (p && !strcasecmp(ext_of(entries.v[i]), "bmp")) {
+            size_t len = strlen(p);
+            char *mask = malloc(len + 1);
+            if (mask) {
+                memcpy(mask, p, len + 1);
+                memcpy(mask + len - 3, "png", 3);
+                if (access(mask, R_OK) == 0) bmp = 1;
+                free(mask);
+            }
+        }
         free(p);
     }
     char *idir = join(root, "images"), *mdir = join(root, "masks");

@@ -65,7 +65,8 @@ ls_status ls_config_from_json(const char *json, ls_config *c, const char *path, 
     cJSON *o = cJSON_Parse(json);
     memset(c, 0, sizeof *c);
     int ok = o != NULL;
-    ok = ok && read_int_array(o, "hidden_sizes", c->hidden) && read_int_array(o, "depths", c->depths);
+    ok = ok && read_int_array(o, "hidden_sizes", c->hidden);
+    ok = ok && read_int_array(o, "depths", c->depths);
     ok = ok && read_int_array(o, "num_attention_heads", c->heads);
     ok = ok && read_int_array(o, "sr_ratios", c->sr);
     ok = ok && read_int_array(o, "patch_sizes", c->patch);
@@ -78,7 +79,8 @@ ls_status ls_config_from_json(const char *json, ls_config *c, const char *path, 
         read_int(o, "num_channels", &c->num_channels);
         read_int(o, "mlp_ratio", &c->mlp_ratio);
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "variant");
-        snprintf(c->variant, sizeof c->variant, "%s", cJSON_IsString(v) ? v->valuestring : "custom");
+        snprintf(c->variant, sizeof c->variant, "%s",
+                 cJSON_IsString(v) ? v->valuestring : "custom");
         const cJSON *dp = cJSON_GetObjectItemCaseSensitive(o, "drop_path_rate");
         const cJSON *cd = cJSON_GetObjectItemCaseSensitive(o, "classifier_dropout_prob");
         c->drop_path_rate = cJSON_IsNumber(dp) ? (float)dp->valuedouble : 0.1f;
@@ -111,7 +113,8 @@ ls_status ls_model_save(const ls_model *m, const char *path, ls_error *err)
     int n = m->nparams + 3 + m->nextra, d = m->cfg.decoder_hidden;
     ls_named_tensor *tensors = calloc(n, sizeof *tensors);
     char *config = config_to_json(&m->cfg);
-    char **keys = calloc(m->nmeta + 2, sizeof *keys), **values = calloc(m->nmeta + 2, sizeof *values);
+    char **keys = calloc(m->nmeta + 2, sizeof *keys);
+    char **values = calloc(m->nmeta + 2, sizeof *values);
     if (!tensors || !config || !keys || !values) {
         free(tensors);
         free(config);
@@ -187,7 +190,8 @@ static int map_name(const char *in, char *out, size_t cap)
     snprintf(out, cap, "%s", strncmp(in, "module.", 7) == 0 ? in + 7 : in);
     if (strncmp(out, "backbone.", 9) != 0 && strncmp(out, "decode_head.linear_c", 20) != 0 &&
         strncmp(out, "decode_head.linear_pred", 23) != 0 &&
-        strncmp(out, "decode_head.linear_fuse.", 24) != 0 && strncmp(out, "decode_head.conv_seg", 20))
+        strncmp(out, "decode_head.linear_fuse.", 24) != 0 &&
+        strncmp(out, "decode_head.conv_seg", 20) != 0)
         return 1;
     if (strstr(out, "conv_seg")) return 0;
     replace_once(out, cap, "backbone.", "segformer.encoder.");
@@ -320,7 +324,8 @@ static ls_status load_weights_from(ls_model *m, const ls_tensor_file *tf, const 
         if (!strcmp(mapped, BN_PREFIX "num_batches_tracked")) nb = &tf->tensors[i];
     }
     int stats_ok = rm && rv && rm->array.dtype == LS_F32 && rv->array.dtype == LS_F32 &&
-                   ls_array_numel(&rm->array) == (size_t)d && ls_array_numel(&rv->array) == (size_t)d;
+                   ls_array_numel(&rm->array) == (size_t)d &&
+                   ls_array_numel(&rv->array) == (size_t)d;
     if (stats_ok) {
         memcpy(m->bn_mean, rm->array.data, sizeof(float) * d);
         memcpy(m->bn_var, rv->array.data, sizeof(float) * d);

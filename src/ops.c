@@ -360,7 +360,8 @@ static inline float erf_poly(float x)
 void gelu_forward(float *y, const float *x, long n)
 {
 #pragma omp parallel for simd schedule(static)
-    for (long i = 0; i < n; i++) y[i] = 0.5f * x[i] * (1.0f + erf_poly(x[i] * 0.70710678118654752f));
+    for (long i = 0; i < n; i++)
+        y[i] = 0.5f * x[i] * (1.0f + erf_poly(x[i] * 0.70710678118654752f));
 }
 
 void gelu_backward(float *dx, const float *dy, const float *x, long n)

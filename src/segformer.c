@@ -71,8 +71,9 @@ static ls_status check_config(const ls_config *cfg, ls_error *err)
 {
     for (int i = 0; i < 4; i++) {
         if (cfg->hidden[i] <= 0 || cfg->heads[i] <= 0 || cfg->hidden[i] % cfg->heads[i] != 0)
-            return ls_fail(err, LS_ERR_ARG, "stage %d: hidden size %d is not a multiple of %d heads",
-                           i, cfg->hidden[i], cfg->heads[i]);
+            return ls_fail(err, LS_ERR_ARG,
+                           "stage %d: hidden size %d is not a multiple of %d heads", i,
+                           cfg->hidden[i], cfg->heads[i]);
         if (cfg->depths[i] < 1 || cfg->depths[i] > LS_MAX_DEPTH)
             return ls_fail(err, LS_ERR_ARG, "stage %d: depth %d is out of range 1..%d", i,
                            cfg->depths[i], LS_MAX_DEPTH);
@@ -797,7 +798,7 @@ static void decode_head_forward(ls_model *m, ls_workspace *ws, int training, ls_
     }
     size_t md = (size_t)m1 * d;
 #pragma omp parallel for schedule(static)
-    for (size_t k = 0; k < md; k++) ws->relu[k] = ws->bn_out[k] > 0.0f ? ws->bn_out[k] : 0.0f;
+    for (size_t k = 0; k < md; k++) ws->relu[k] = ws->bn_out[k] < 0.0f ? 0.0f : ws->bn_out[k];
     const float *feat = ws->relu;
     float p = cfg->classifier_dropout;
     if (training && p > 0.0f && rng) {
@@ -863,8 +864,9 @@ static ls_status check_finite(const float *a, size_t n, const char *what, ls_err
 {
     for (size_t k = 0; k < n; k++)
         if (!isfinite(a[k]))
-            return ls_fail(err, LS_ERR_NUMERIC, "%s holds a non-finite value at index %zu; the "
-                           "input or the weights are broken (lower the learning rate?)", what, k);
+            return ls_fail(err, LS_ERR_NUMERIC, "%s holds a non-finite value (%g) at index %zu; "
+                           "check the input and the weights (in training: lower the learning "
+                           "rate)", what, (double)a[k], k);
     return LS_OK;
 }
 
@@ -873,12 +875,15 @@ ls_status ls_model_forward(ls_model *m, ls_workspace *ws, const float *x, int tr
 {
     if (training && !ws->training)
         return ls_fail(err, LS_ERR_ARG, "training forward needs a training workspace");
+    ls_status st = check_finite(x, (size_t)ws->batch * m->cfg.num_channels * ws->h * ws->w,
+                                "the input tensor", err);
+    if (st != LS_OK) return st;
     ws->input = x;
     encoder_forward(m, ws, x, training, rng);
     decode_head_forward(m, ws, training, rng);
     int nl = m->cfg.num_labels;
     size_t plane = (size_t)ws->h4 * ws->w4;
-    ls_status st = check_finite(ws->logits, plane * ws->batch * nl, "logits", err);
+    st = check_finite(ws->logits, plane * ws->batch * nl, "logits", err);
     if (st != LS_OK || !logits) return st;
     /* NHWC -> NCHW for the caller, matching HF's logits layout. */
     for (int b = 0; b < ws->batch; b++)

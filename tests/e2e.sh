@@ -62,7 +62,8 @@ for img in "$data/Dataset 1/001.bmp" "$small" "$data/Dataset 2/001.bmp"; do
 done
 
 # 3. Short training on 8 real images: the loss falls. Then the same run split in two by
-#    --stop-at-step and --resume must log exactly the same step losses (same seed and threads).
+#    --stop-at-step and --resume (options restored from the checkpoint) must log exactly the same
+#    step losses (same seed and threads).
 train_small() { OMP_NUM_THREADS=2 "$bin" train --data "$data/Dataset 1" --limit 8 --batch 4 \
     --size 64 --epochs 6 --warmup 2 --lr 1e-3 --threads 2 "$@"; }
 step_losses() { python3 -c "import json,sys; [print(d['step'], d['loss']) for d in map(json.loads, open(sys.argv[1])) if d['type'] == 'step']" "$1"; }
@@ -76,7 +77,7 @@ sys.exit(0 if last < 0.8 * first else 1)
 EOF
     "$bin" info "$tmp/t/m.safetensors" | grep -q "provenance" || fail "info shows no provenance"
     train_small --out "$tmp/r/m.safetensors" --stop-at-step 5 2> "$tmp/stop.err" &&
-        train_small --out "$tmp/r/m.safetensors" --resume "$tmp/r/m.safetensors.ckpt" \
+        OMP_NUM_THREADS=2 "$bin" train --resume "$tmp/r/m.safetensors.ckpt" --threads 2 \
             2> "$tmp/resume.err" || fail "stop/resume run exited non-zero: $(tail -1 "$tmp/resume.err")"
     if grep -q "resuming from" "$tmp/resume.err" &&
             cmp -s <(step_losses "$tmp/t/m.safetensors.log.jsonl") \

@@ -11,7 +11,8 @@ static int tu_failures = 0;
     fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); tu_failures++; } \
 } while (0)
 #define CHECK_NEAR(a, b, tol) do { double tu_a = (a), tu_b = (b); \
-    if (!(fabs(tu_a - tu_b) <= (tol))) { fprintf(stderr, "%s:%d: %s = %.9g, expected %.9g (tol %g)\n", \
+    if (!(fabs(tu_a - tu_b) <= (tol))) { \
+    fprintf(stderr, "%s:%d: %s = %.9g, expected %.9g (tol %g)\n", \
     __FILE__, __LINE__, #a, tu_a, tu_b, (double)(tol)); tu_failures++; } } while (0)
 /* CHECK_OK(call, err): call returns ls_status and fills the ls_error err on failure. */
 #define CHECK_OK(expr, err) do { ls_status tu_st = (expr); if (tu_st != LS_OK) { \
