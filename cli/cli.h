@@ -32,6 +32,9 @@ int parse_float(const char *cmd, const char *name, const char *s, double lo, dou
 const char *default_model_path(void);
 const char *default_data_path(void);
 
+/* ls_model_load, with advice when the default (shipped) model is missing. */
+ls_status cli_load_model(const char *path, ls_model **model, ls_error *err);
+
 /* Dataset split names for messages. */
 const char *split_name(ls_split split);
 

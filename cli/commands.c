@@ -64,7 +64,7 @@ int cmd_eval(int argc, char **argv)
     ls_dataset ds = {0};
     ls_model *model = NULL;
     ls_confusion cm = {0};
-    ls_status st = ls_model_load(model_path, &model, &err);
+    ls_status st = cli_load_model(model_path, &model, &err);
     for (int d = 0; st == LS_OK && d < ndata; d++)
         st = ls_dataset_add(&ds, data[d], split, NULL, &err);
     if (st == LS_OK && ds.n == 0)
@@ -291,7 +291,7 @@ int cmd_segment(int argc, char **argv)
     }
     ls_error err = {{0}};
     ls_model *model = NULL;
-    ls_status st = ls_model_load(model_path, &model, &err);
+    ls_status st = cli_load_model(model_path, &model, &err);
     if (st == LS_OK) st = make_dirs(out_dir, &err);
     int failures = 0;
     for (int i = 0; st == LS_OK && i < nimages; i++) {
@@ -341,7 +341,7 @@ int cmd_forward(int argc, char **argv)
     ls_model *model = NULL;
     ls_workspace *ws = NULL;
     ls_array x = {0}, logits = {0};
-    ls_status st = ls_model_load(model_path, &model, &err);
+    ls_status st = cli_load_model(model_path, &model, &err);
     if (st == LS_OK) st = ls_npy_load(in, &x, &err);
     if (st == LS_OK && (x.dtype != LS_F32 || x.ndim != 4 || x.shape[1] != 3)) {
         static const char *dtype_names[] = {"float32", "int64", "uint8", "int32", "float64"};
@@ -412,7 +412,7 @@ int cmd_info(int argc, char **argv)
     if (!path) path = default_model_path();
     ls_error err = {{0}};
     ls_model *m = NULL;
-    if (ls_model_load(path, &m, &err) != LS_OK) return cli_error("info", &err);
+    if (cli_load_model(path, &m, &err) != LS_OK) return cli_error("info", &err);
     const ls_config *c = ls_model_config(m);
     ls_preproc pp;
     ls_model_preproc(m, &pp);

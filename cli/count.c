@@ -464,7 +464,7 @@ int cmd_count(int argc, char **argv)
     if (eval && !ndata) data[ndata++] = default_data_path();
     image_list list = {0};
     ls_model *m = NULL;
-    ls_status st = ls_model_load(o.model, &m, &err);
+    ls_status st = cli_load_model(o.model, &m, &err);
     if (st == LS_OK && !ls_model_has_cell_classifier(m))
         st = ls_fail(&err, LS_ERR_ARG, "%s has no cell classifier; add one with: leukoseg "
                      "train-cells --model %s", o.model, o.model);
@@ -554,7 +554,7 @@ int cmd_train_cells(int argc, char **argv)
     if (!out) out = model_path;
     ls_model *m = NULL;
     ls_dataset ds = {0};
-    ls_status st = ls_model_load(model_path, &m, &err);
+    ls_status st = cli_load_model(model_path, &m, &err);
     for (int d = 0; st == LS_OK && d < ndata; d++)
         st = ls_dataset_add(&ds, data[d], split, NULL, &err);
     if (st == LS_OK) {

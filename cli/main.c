@@ -139,7 +139,8 @@ int parse_float(const char *cmd, const char *name, const char *s, double lo, dou
 }
 
 /* The binary lives in <repo>/build/; the model in <repo>/models/, the data in <repo>/../shared. */
-static const char *repo_relative(char *buf, size_t cap, const char *env, const char *rel)
+static const char *repo_relative(char *buf, size_t cap, const char *env, int levels_up,
+                                 const char *rel)
 {
     const char *over = getenv(env);
     if (over && *over) return over;
@@ -150,22 +151,35 @@ static const char *repo_relative(char *buf, size_t cap, const char *env, const c
         return buf;
     }
     exe[n] = '\0';
-    char *slash = strrchr(exe, '/');
-    if (slash) *slash = '\0';
-    snprintf(buf, cap, "%s/../%s", exe, rel);
+    /* <repo>/build/leukoseg -> <repo> (2 levels up) or the folder holding <repo> (3) */
+    for (int up = 0; up < levels_up; up++) {
+        char *slash = strrchr(exe, '/');
+        if (slash) *slash = '\0';
+    }
+    snprintf(buf, cap, "%s/%s", exe, rel);
     return buf;
 }
 
 const char *default_model_path(void)
 {
     static char buf[PATH_MAX + 64];
-    return repo_relative(buf, sizeof buf, "LEUKOSEG_MODEL", "models/leukoseg-b0.safetensors");
+    return repo_relative(buf, sizeof buf, "LEUKOSEG_MODEL", 2, "models/leukoseg-b0.safetensors");
 }
 
 const char *default_data_path(void)
 {
     static char buf[PATH_MAX + 64];
-    return repo_relative(buf, sizeof buf, "LEUKOSEG_DATA", "../shared/data/segmentation_WBC");
+    return repo_relative(buf, sizeof buf, "LEUKOSEG_DATA", 3, "shared/data/segmentation_WBC");
+}
+
+ls_status cli_load_model(const char *path, ls_model **model, ls_error *err)
+{
+    if (strcmp(path, default_model_path()) == 0 && access(path, R_OK) != 0)
+        return ls_fail(err, LS_ERR_IO, "the shipped model %s is missing: restore it with "
+                       "`git checkout models/`, or give another with --model FILE (or "
+                       "LEUKOSEG_MODEL=FILE), e.g. runs/main/leukoseg-b0.safetensors from "
+                       "`make main`", path);
+    return ls_model_load(path, model, err);
 }
 
 const char *split_name(ls_split split)

@@ -684,7 +684,7 @@ int cmd_report(int argc, char **argv)
     ls_error err = {{0}};
     ls_model *model = NULL;
     web_bundle b = {0};
-    ls_status st = ls_model_load(model_path, &model, &err);
+    ls_status st = cli_load_model(model_path, &model, &err);
     if (st == LS_OK) st = make_dirs(out, &err);
     if (st == LS_OK) st = web_build_bundle(model, model_path, data, 0, &b, &err);
     for (int i = 0; st == LS_OK && i < ls_web_nfiles; i++)

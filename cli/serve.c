@@ -572,7 +572,7 @@ int cmd_serve(int argc, char **argv)
 
     static server s; /* static: outlives every MHD thread */
     ls_error err = {{0}};
-    if (ls_model_load(model_path, &s.model, &err) != LS_OK) return cli_error("serve", &err);
+    if (cli_load_model(model_path, &s.model, &err) != LS_OK) return cli_error("serve", &err);
     fprintf(stderr, "leukoseg serve: computing the results pages on the test split of %s\n", data);
     if (web_build_bundle(s.model, model_path, data, 1, &s.bundle, &err) != LS_OK) {
         ls_model_free(s.model);
