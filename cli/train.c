@@ -43,6 +43,9 @@ static const char *train_help =
     "  --limit N          use only the first N training images (for quick checks)\n"
     "  --balance          draw as many samples per epoch from each dataset folder as the\n"
     "                     largest one has (small folders are repeated)\n"
+    "  --init FILE        start from the weights of a model file (by HF name; tensors whose\n"
+    "                     shape differs, e.g. another class count, keep their initialisation\n"
+    "                     and are listed), e.g. a pretrained encoder or an earlier run\n"
     "  --resume FILE      continue from a checkpoint exactly where it stopped\n"
     "  --stop-at-step N   save a checkpoint and stop after optimiser step N (to split a long\n"
     "                     run into sessions; continue with --resume)\n"
@@ -56,7 +59,7 @@ static const char *train_help =
 typedef struct {
     const char *data[MAX_DATA];
     int ndata;
-    const char *out, *variant, *resume;
+    const char *out, *variant, *resume, *init;
     int size, batch, epochs, warmup, patience, seed, threads, limit, stop_at_step, balance;
     int no_finalize;
     double lr, head_lr_mult, weight_decay;
@@ -108,6 +111,9 @@ static int parse_train_options(int argc, char **argv, train_options *o)
         } else if (opt_value(argc, argv, &i, "--variant", &v)) {
             if (!v) return cli_usage_error("train", "--variant needs b0..b5");
             o->variant = v;
+        } else if (opt_value(argc, argv, &i, "--init", &v)) {
+            if (!v) return cli_usage_error("train", "--init needs a model file");
+            o->init = v;
         } else if (opt_value(argc, argv, &i, "--resume", &v)) {
             if (!v) return cli_usage_error("train", "--resume needs a checkpoint file");
             o->resume = v;
@@ -792,6 +798,13 @@ int cmd_train(int argc, char **argv)
     else memset(&val, 0, sizeof val);
     if (st == LS_OK) st = ls_config_for_variant(o.variant, train.ds.num_classes, &cfg, &err);
     if (st == LS_OK) st = ls_model_create(&cfg, (uint64_t)o.seed, &m, &err);
+    if (st == LS_OK && o.init) {
+        char report[4096];
+        st = ls_model_load_weights(m, o.init, 1, report, sizeof report, &err);
+        if (st == LS_OK)
+            fprintf(stderr, "initialised from %s%s%s", o.init,
+                    report[0] ? "; kept initial:\n" : "\n", report);
+    }
     if (st == LS_OK) st = set_model_metadata(m, &o, &train.ds, command ? command : "", &err);
     if (st == LS_OK) st = ls_workspace_create(m, o.batch, o.size, o.size, 1, &ws, &err);
     ls_adamw_config ac = ls_adamw_default();
