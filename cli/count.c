@@ -46,12 +46,14 @@ static const char *count_help =
     "  --exclude-border  leave cells touching the image border out of the table and summary\n";
 
 static const char *train_cells_help =
-    "usage: leukoseg train-cells [--model M] [--data DIR]... [--split S] [--out FILE]\n"
+    "usage: leukoseg train-cells [--model M] [--data DIR]... [--split S[,S]] [--out FILE]\n"
     "\n"
-    "Fits the cell-type classifier of a segmentation model: for each labelled image of the split\n"
-    "(default train) the largest ground-truth cell, its features pooled from the model's encoder\n"
-    "stages plus morphology and colour, a class-weighted softmax regression. Writes the model\n"
-    "with the classifier to FILE (default: overwrites M, atomically).\n";
+    "Fits the cell-type classifier of a segmentation model on the labelled images of the splits\n"
+    "(default train,val; the test split stays unseen): for each image the largest predicted cell\n"
+    "and the ground-truth cell, their features pooled from the model's encoder stages plus\n"
+    "morphology and background-relative colour, normalised per dataset folder, and a\n"
+    "class-weighted softmax regression. Writes the model with the classifier to FILE (default:\n"
+    "overwrites M, atomically).\n";
 
 #define WARN_CELLS 100
 
@@ -525,8 +527,8 @@ int cmd_count(int argc, char **argv)
 int cmd_train_cells(int argc, char **argv)
 {
     const char *model_path = default_model_path(), *out = NULL, *data[8];
+    const char *splits = "train,val";
     int ndata = 0;
-    ls_split split = LS_SPLIT_TRAIN;
     ls_error err = {{0}};
     for (int i = 1; i < argc; i++) {
         const char *v = NULL;
@@ -544,8 +546,8 @@ int cmd_train_cells(int argc, char **argv)
                 return cli_usage_error("train-cells", "--data needs a folder (max 8)");
             data[ndata++] = v;
         } else if (opt_value(argc, argv, &i, "--split", &v)) {
-            if (ls_split_parse(v ? v : "", &split, &err) != LS_OK)
-                return cli_error("train-cells", &err);
+            if (!v) return cli_usage_error("train-cells", "--split needs e.g. train or train,val");
+            splits = v;
         } else {
             return cli_usage_error("train-cells", "unknown option '%s'", argv[i]);
         }
@@ -555,8 +557,16 @@ int cmd_train_cells(int argc, char **argv)
     ls_model *m = NULL;
     ls_dataset ds = {0};
     ls_status st = cli_load_model(model_path, &m, &err);
-    for (int d = 0; st == LS_OK && d < ndata; d++)
-        st = ls_dataset_add(&ds, data[d], split, NULL, &err);
+    /* Each named split of each folder; one folder added twice stays one domain (by folder). */
+    char list[64];
+    snprintf(list, sizeof list, "%s", splits);
+    for (char *save = NULL, *name = strtok_r(list, ",", &save); st == LS_OK && name;
+         name = strtok_r(NULL, ",", &save)) {
+        ls_split split;
+        st = ls_split_parse(name, &split, &err);
+        for (int d = 0; st == LS_OK && d < ndata; d++)
+            st = ls_dataset_add(&ds, data[d], split, NULL, &err);
+    }
     if (st == LS_OK) {
         progress_line("fitting the cell classifier on %d images", ds.n);
         st = ls_celltype_train(m, &ds, &err);
@@ -567,8 +577,8 @@ int cmd_train_cells(int argc, char **argv)
         cJSON *meta = cJSON_Parse(ls_model_get_meta(m, "cell_classifier"));
         const cJSON *n = cJSON_GetObjectItemCaseSensitive(meta, "train_samples");
         const cJSON *acc = cJSON_GetObjectItemCaseSensitive(meta, "train_accuracy");
-        printf("cell classifier fitted on %d cells of the %s split (training accuracy %.4f); "
-               "written to %s\n", cJSON_IsNumber(n) ? n->valueint : 0, split_name(split),
+        printf("cell classifier fitted on %d cells of the %s split(s) (training accuracy %.4f); "
+               "written to %s\n", cJSON_IsNumber(n) ? n->valueint : 0, splits,
                cJSON_IsNumber(acc) ? acc->valuedouble : NAN, out);
         cJSON_Delete(meta);
     }

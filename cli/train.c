@@ -53,8 +53,9 @@ static const char *train_help =
     "  --no-finalize      skip the final step (below)\n"
     "\n"
     "Ctrl-C saves a checkpoint and exits; --resume continues as if never stopped.\n"
-    "When training ends, the best model gets the cell-type classifier (fitted on the training\n"
-    "images' class labels, see train-cells) and each dataset folder's test-split metrics.\n";
+    "When training ends, the best model gets the cell-type classifier (fitted on the class\n"
+    "labels of the training and validation images, see train-cells) and each dataset\n"
+    "folder's test-split metrics.\n";
 
 typedef struct {
     const char *data[MAX_DATA];
@@ -740,17 +741,25 @@ static ls_status test_metrics_json(ls_model *m, const train_options *o, char **o
     return st;
 }
 
-/* Loads the best model, fits the cell-type classifier on the training images and records the
- * test metrics, then saves it again (atomically). */
-static ls_status finalize_model(const train_options *o, const loaded_set *train, ls_error *err)
+/* Loads the best model, fits the cell-type classifier on the training and validation images
+ * (the segmentation model is already chosen; the test split stays unseen) and records the test
+ * metrics, then saves it again (atomically). */
+static ls_status finalize_model(const train_options *o, ls_error *err)
 {
     ls_model *best = NULL;
     char *metrics = NULL;
+    ls_dataset labelled = {0};
     ls_status st = ls_model_load(o->out, &best, err);
-    if (st == LS_OK) {
-        fprintf(stderr, "fitting the cell-type classifier on %d training images\n", train->ds.n);
-        st = ls_celltype_train(best, &train->ds, err);
+    for (int d = 0; st == LS_OK && d < o->ndata; d++) {
+        st = ls_dataset_add(&labelled, o->data[d], o->train_split, NULL, err);
+        if (st == LS_OK) st = ls_dataset_add(&labelled, o->data[d], o->val_split, NULL, err);
     }
+    if (st == LS_OK) {
+        fprintf(stderr, "fitting the cell-type classifier on %d training and validation images\n",
+                labelled.n);
+        st = ls_celltype_train(best, &labelled, err);
+    }
+    ls_dataset_free(&labelled);
     if (st == LS_OK) st = test_metrics_json(best, o, &metrics, err);
     if (st == LS_OK) st = ls_model_set_meta(best, "test_metrics", metrics, err);
     if (st == LS_OK) st = ls_model_save(best, o->out, err);
@@ -852,7 +861,7 @@ int cmd_train(int argc, char **argv)
         signal(SIGINT, SIG_DFL);
     }
     int finished = st == LS_OK && !(o.stop_at_step > 0 && ts.step >= o.stop_at_step);
-    if (finished && !o.no_finalize) st = finalize_model(&o, &train, &err);
+    if (finished && !o.no_finalize) st = finalize_model(&o, &err);
     if (finished && st == LS_OK)
         fprintf(stderr, "done: best validation mIoU %.4f at epoch %d, model in %s\n", ts.best_miou,
                 ts.best_epoch, o.out);

@@ -478,8 +478,12 @@ ls_status ls_model_set_extra(ls_model *model, const char *name, const ls_array *
 const ls_array *ls_model_get_extra(const ls_model *model, const char *name);
 
 /* Cell features: masked average pooling of each encoder stage's output at that stage's grid
- * (the cell mask resampled by area), sum(hidden) values, then morphology (log area, nucleus
- * fraction, N/C ratio, lobes, circularity) and the mean RGB of nucleus and cytoplasm. */
+ * (the cell mask resampled by area), sum(hidden) values, then 57 hand-crafted ones: morphology
+ * relative to the cell (log area, nucleus fraction, N/C ratio, lobes, circularity, solidity of
+ * cell and nucleus, nucleus circularity, axis ratio, components, thickness, offset), colour of
+ * nucleus and cytoplasm as optical density against the image's background white point (means,
+ * spreads, shares, texture, quantiles, redness), background OD and white point, mean RGB. The
+ * "cell_classifier" metadata lists them. */
 int ls_cell_feature_count(const ls_model *model);
 int ls_model_has_cell_classifier(const ls_model *model);
 
@@ -496,19 +500,22 @@ ls_status ls_cells_analyze(ls_model *model, const ls_image *img, const ls_cell_p
 ls_status ls_cells_features(ls_model *model, const ls_image *img, const ls_mask *mask,
                             const ls_cells *cells, float **features, ls_error *err);
 
-/* Fits the classifier: softmax regression on standardised features, L2 1e-2, class weights
- * n / (5 n_c) capped at 10, full-batch gradient descent with backtracking. types are 1..5.
- * Stores cell_classifier.{weight [5, F], bias [5], feature_mean [F], feature_std [F]} and the
- * "cell_classifier" metadata in the model. */
+/* Fits the classifier: softmax regression on standardised features, L2 1e-2 (pooled encoder
+ * features penalised more), class weights n / (5 n_c) capped at 10, full-batch gradient descent
+ * with backtracking. types are 1..5; all cells form one domain (see ls_celltype_train). Stores
+ * cell_classifier.{weight [5, F], bias [5], feature_mean [F], feature_std [F], domain_mean and
+ * domain_std [K, F] or [F]} and the "cell_classifier" metadata in the model. */
 ls_status ls_celltype_fit(ls_model *model, const float *features, const int *types, int n,
                           ls_error *err);
 /* Classifies n cells from their features with the model's classifier. */
 ls_status ls_cells_classify(const ls_model *model, const float *features, double threshold,
                             ls_cells *cells, ls_error *err);
 
-/* Trains the classifier on the labelled samples of a dataset (ls_sample.cell_type 1..5): the
- * largest ground-truth cell of each image (the predicted mask when a sample has no mask), with
- * features from the model's own forward on the image. */
+/* Trains the classifier on the labelled samples of a dataset (ls_sample.cell_type 1..5): two
+ * rows per image, the largest cell of the model's predicted mask (as count --eval scores it) and
+ * the largest ground-truth cell (when the sample has a mask). Each source folder is a domain
+ * whose features are normalised by their per-type centre and within-type spread; a cell to
+ * classify takes the domain nearest by its image-background features. */
 ls_status ls_celltype_train(ls_model *model, const ls_dataset *train, ls_error *err);
 
 #ifdef __cplusplus

@@ -1,6 +1,8 @@
-/* Cell types from SegFormer's own features: masked average pooling of each encoder stage's
- * output under the cell, morphology and mean colours, classified by a softmax regression that is
- * stored in the model file next to the SegFormer weights. */
+/* Cell types from SegFormer's own features (masked average pooling of each encoder stage's
+ * output under the cell) and hand-crafted, stain-robust ones (shape relative to the cell, colours
+ * as optical density against the image's own background), normalised per source domain and
+ * classified by a softmax regression that is stored in the model file next to the SegFormer
+ * weights. */
 #include "model.h"
 #include "ops.h"
 
@@ -14,10 +16,20 @@
 #define T_BIAS "cell_classifier.bias"
 #define T_MEAN "cell_classifier.feature_mean"
 #define T_STD "cell_classifier.feature_std"
+#define T_DMEAN "cell_classifier.domain_mean"
+#define T_DSTD "cell_classifier.domain_std"
 /* hand-crafted features after the pooled encoder features (HAND_NAMES) */
-#define HAND_FEATURES 54
+#define HAND_FEATURES 57
 #define DEFAULT_THRESHOLD 0.5
 #define L2 1e-2
+/* The standardised pooled encoder features are multiplied by this gain (stored as feature_std /
+ * gain), a heavier L2 penalty than the hand-crafted features get; 0 would leave them out (their
+ * weights stay exactly 0). 5-fold cross-validation on the train+val splits of segmentation_WBC
+ * (0, 0.1, 0.3, 1) preferred 0.3 by a few cells: most of the signal is in the hand-crafted
+ * features once they are normalised per domain. */
+#define POOLED_GAIN 0.3
+/* at most this many domains (class-label sources) get their own normalisation */
+#define MAX_DOMAINS 16
 #define MAX_CLASS_WEIGHT 10.0
 #define FIT_ITERS 3000
 
@@ -169,10 +181,15 @@ static const char *const HAND_NAMES[] = {
     /* 43 */ "cytoplasm / nucleus mean OD sum", "cytoplasm fraction darker than nucleus median",
     /* 45 */ "background OD R", "background OD G", "background OD B",
     /* 48 */ "nucleus mean R/255", "nucleus mean G/255", "nucleus mean B/255",
-    "cytoplasm mean R/255", "cytoplasm mean G/255", "cytoplasm mean B/255"};
+    "cytoplasm mean R/255", "cytoplasm mean G/255", "cytoplasm mean B/255",
+    /* 54 */ "background white point R/255", "background white point G/255",
+    "background white point B/255"};
 _Static_assert(sizeof HAND_NAMES / sizeof HAND_NAMES[0] == HAND_FEATURES,
                "HAND_NAMES lists every hand-crafted feature");
-#define COLOUR_BLOCK 15 /* features per region (nucleus, cytoplasm) from 13 on */
+#define COLOUR_BLOCK 15
+/* Image-background features (background OD, white point) that pick a cell's domain. */
+static const int SIG_FEATURES[] = {45, 46, 47, 54, 55, 56};
+#define SIG_COUNT 6 /* features per region (nucleus, cytoplasm) from 13 on */
 
 /* Per-image colour reference: white point (95th percentile of each channel over background
  * pixels, all pixels when fewer than 64 are background) and the background's mean OD. */
@@ -248,7 +265,8 @@ static void chamfer(const uint8_t *m, int bw, int bh, float *d)
             }
             float v = big;
             float l = x > 0 ? d[p - 1] : 0, u = y > 0 ? d[p - bw] : 0;
-            float ul = x > 0 && y > 0 ? d[p - bw - 1] : 0, ur = x < bw - 1 && y > 0 ? d[p - bw + 1] : 0;
+            float ul = x > 0 && y > 0 ? d[p - bw - 1] : 0;
+            float ur = x < bw - 1 && y > 0 ? d[p - bw + 1] : 0;
             v = fminf(v, l + 3), v = fminf(v, u + 3), v = fminf(v, ul + 4), v = fminf(v, ur + 4);
             d[p] = v;
         }
@@ -308,6 +326,37 @@ static double hull_area(const uint8_t *m, int bw, int bh, long *pts, long *hull)
     for (int i = 0; i + 1 < k; i++)
         a += (double)hull[2 * i] * hull[2 * i + 3] - (double)hull[2 * i + 2] * hull[2 * i + 1];
     return fabs(a) / 2;
+}
+
+/* 8-connected components of the set pixels of m (bw x bh) with at least min_size pixels. lab:
+ * scratch of 2 * bw * bh ints. */
+static int components(const uint8_t *m, int bw, int bh, int32_t *lab, long min_size)
+{
+    size_t nb = (size_t)bw * bh;
+    int32_t *stack = lab + nb;
+    int comps = 0, big = 0;
+    memset(lab, 0, sizeof(int32_t) * nb);
+    for (size_t s = 0; s < nb; s++) {
+        if (!m[s] || lab[s]) continue;
+        lab[s] = ++comps;
+        size_t top = 0;
+        long size = 0;
+        stack[top++] = (int32_t)s;
+        while (top) {
+            int32_t p = stack[--top];
+            int x = p % bw, y = p / bw;
+            size++;
+            for (int dy = -1; dy <= 1; dy++)
+                for (int dx = -1; dx <= 1; dx++) {
+                    int qx = x + dx, qy = y + dy;
+                    if (qx < 0 || qy < 0 || qx >= bw || qy >= bh) continue;
+                    int32_t q = qy * bw + qx;
+                    if (m[q] && !lab[q]) lab[q] = comps, stack[top++] = q;
+                }
+        }
+        big += size >= min_size;
+    }
+    return big;
 }
 
 /* Colour statistics of one region (the pixels of the cell where part[] is set): mean OD, OD std,
@@ -428,35 +477,15 @@ static ls_status hand_features(const ls_image *img, const ls_mask *mask, const l
     double req = sqrt(area / M_PI), nreq = sqrt(fmax(na, 1) / M_PI);
     if (na > 0) {
         double mx = nsx / na, my = nsy / na;
-        double a = nxx / na - mx * mx + 1.0 / 12, b = nxy / na - mx * my, cc = nyy / na - my * my + 1.0 / 12;
+        double a = nxx / na - mx * mx + 1.0 / 12, b = nxy / na - mx * my;
+        double cc = nyy / na - my * my + 1.0 / 12;
         double tr = (a + cc) / 2, det = sqrt(fmax((a - cc) * (a - cc) / 4 + b * b, 0));
         out[8] = (float)sqrt(fmax(tr - det, 0) / (tr + det));
         out[12] = (float)(hypot(mx - csx / area, my - csy / area) / req);
     } else {
         out[8] = 0, out[12] = 0;
     }
-    int comps = 0; /* 8-connected nucleus components, no opening */
-    {
-        int32_t *stack = lab + nb;
-        memset(lab, 0, sizeof(int32_t) * nb);
-        for (size_t s = 0; s < nb; s++) {
-            if (!nuc[s] || lab[s]) continue;
-            lab[s] = ++comps;
-            size_t top = 0;
-            stack[top++] = (int32_t)s;
-            while (top) {
-                int32_t p = stack[--top];
-                int x = p % bw, y = p / bw;
-                for (int dy = -1; dy <= 1; dy++)
-                    for (int dx = -1; dx <= 1; dx++) {
-                        int qx = x + dx, qy = y + dy;
-                        if (qx < 0 || qy < 0 || qx >= bw || qy >= bh) continue;
-                        int32_t q = qy * bw + qx;
-                        if (nuc[q] && !lab[q]) lab[q] = comps, stack[top++] = q;
-                    }
-            }
-        }
-    }
+    int comps = components(nuc, bw, bh, lab, 1); /* 8-connected, no opening */
     out[9] = (float)(comps < 6 ? comps : 6);
     chamfer(nuc, bw, bh, dist);
     double dsum = 0, dmax = 0;
@@ -486,6 +515,7 @@ static ls_status hand_features(const ls_image *img, const ls_mask *mask, const l
         for (int k = 0; k < 3; k++)
             out[o + 5 + part * 3 + k] = (float)((rn[part] ? raw[part][k] / rn[part]
                                                           : all[k] / area) / 255.0);
+    for (int k = 0; k < 3; k++) out[o + 11 + k] = (float)(cr->ref[k] / 255.0);
     free(cell), free(nuc), free(cyt), free(dist), free(vals), free(pts), free(hull), free(lab);
     return LS_OK;
 }
@@ -539,6 +569,19 @@ ls_status ls_cells_features(ls_model *m, const ls_image *img, const ls_mask *mas
 
 /* ---- classifier ------------------------------------------------------------------------- */
 
+/* Domains (stains/sources) of the classifier: K rows of domain_mean / domain_std [K, F], or 0
+ * when the tensors are absent (no per-domain normalisation). */
+static int domain_count(const ls_model *m, int f)
+{
+    const ls_array *dm = ls_model_get_extra(m, T_DMEAN), *ds = ls_model_get_extra(m, T_DSTD);
+    if (!dm || !ds || dm->dtype != LS_F32 || ds->dtype != LS_F32 || dm->ndim != ds->ndim)
+        return 0;
+    int k = dm->ndim == 2 ? (int)dm->shape[0] : 1;
+    if (k < 1 || ls_array_numel(dm) != (size_t)k * f || ls_array_numel(ds) != (size_t)k * f)
+        return -1;
+    return k;
+}
+
 int ls_model_has_cell_classifier(const ls_model *m)
 {
     int f = ls_cell_feature_count(m);
@@ -547,7 +590,26 @@ int ls_model_has_cell_classifier(const ls_model *m)
     return w && b && mu && sd && w->dtype == LS_F32 && b->dtype == LS_F32 &&
            mu->dtype == LS_F32 && sd->dtype == LS_F32 && w->ndim == 2 &&
            w->shape[0] == LS_CELL_TYPES && w->shape[1] == f && ls_array_numel(b) == LS_CELL_TYPES &&
-           ls_array_numel(mu) == (size_t)f && ls_array_numel(sd) == (size_t)f;
+           ls_array_numel(mu) == (size_t)f && ls_array_numel(sd) == (size_t)f &&
+           domain_count(m, f) >= 0;
+}
+
+/* The domain whose background signature (SIG_FEATURES) is nearest to the row's, distances in
+ * units of each domain's own spread. */
+static int nearest_domain(const float *x, const float *dm, const float *ds, int k, int f)
+{
+    int best = 0;
+    double bd = INFINITY;
+    for (int d = 0; d < k; d++) {
+        double dist = 0;
+        for (int s = 0; s < SIG_COUNT; s++) {
+            int j = f - HAND_FEATURES + SIG_FEATURES[s];
+            double e = (x[j] - dm[(size_t)d * f + j]) / ds[(size_t)d * f + j];
+            dist += e * e;
+        }
+        if (dist < bd) bd = dist, best = d;
+    }
+    return best;
 }
 
 static double stored_threshold(const ls_model *m)
@@ -592,8 +654,16 @@ ls_status ls_cells_classify(const ls_model *m, const float *features, double thr
     double *z = w + (size_t)LS_CELL_TYPES * f, b[LS_CELL_TYPES], p[LS_CELL_TYPES];
     for (size_t i = 0; i < (size_t)LS_CELL_TYPES * f; i++) w[i] = wf[i];
     for (int k = 0; k < LS_CELL_TYPES; k++) b[k] = bf[k];
+    int nd = domain_count(m, f);
+    const float *dm = nd ? ls_model_get_extra(m, T_DMEAN)->data : NULL;
+    const float *ds = nd ? ls_model_get_extra(m, T_DSTD)->data : NULL;
     for (int i = 0; i < cells->n; i++) {
-        for (int j = 0; j < f; j++) z[j] = (features[(size_t)i * f + j] - mu[j]) / sd[j];
+        const float *x = features + (size_t)i * f;
+        int d = nd > 1 ? nearest_domain(x, dm, ds, nd, f) : 0;
+        for (int j = 0; j < f; j++) {
+            double v = nd ? (x[j] - dm[(size_t)d * f + j]) / ds[(size_t)d * f + j] : x[j];
+            z[j] = (v - mu[j]) / sd[j];
+        }
         predict_row(w, b, z, f, p);
         ls_cell *c = &cells->cells[i];
         int best = 0;
@@ -693,7 +763,7 @@ static ls_status store_f32(ls_model *m, const char *name, const double *v, int r
 }
 
 static char *classifier_meta(const ls_model *m, int n, const int *counts, const double *cw,
-                             double train_acc)
+                             int nd, const int *domain_cells, double train_acc)
 {
     cJSON *o = cJSON_CreateObject();
     cJSON *types = cJSON_AddArrayToObject(o, "types");
@@ -701,17 +771,27 @@ static char *classifier_meta(const ls_model *m, int n, const int *counts, const 
         cJSON_AddItemToArray(types, cJSON_CreateString(TYPE_NAMES[k]));
     cJSON_AddStringToObject(o, "unidentified", TYPE_NAMES[0]);
     cJSON_AddNumberToObject(o, "threshold", DEFAULT_THRESHOLD);
-    char desc[512];
+    char desc[1024];
     const int *h = m->cfg.hidden;
-    snprintf(desc, sizeof desc, "masked average pooling of encoder stage outputs 1-4 "
-             "(%d+%d+%d+%d), "
-             "then log area, nucleus fraction, N/C ratio (max 20), lobes, circularity, nucleus "
-             "mean RGB/255, cytoplasm mean RGB/255; standardised by feature_mean/feature_std",
-             h[0], h[1], h[2], h[3]);
+    snprintf(desc, sizeof desc, "features 0..%d: masked average pooling of encoder stage outputs "
+             "1-4 (%d+%d+%d+%d; weight %g in the fit), then %d hand-crafted features listed in "
+             "hand_features (colours as optical density ln(white/I) against the image's "
+             "background white point, the 95th percentile of mask-class-0 pixels). Each row is "
+             "normalised by the domain_mean/domain_std row of its domain (the nearest by the "
+             "background features %d,%d,%d,%d,%d,%d counted from the first hand-crafted one; "
+             "domain_mean is the mean of the per-type means, domain_std the within-type spread), "
+             "then standardised by feature_mean/feature_std",
+             h[0] + h[1] + h[2] + h[3] - 1, h[0], h[1], h[2], h[3], POOLED_GAIN, HAND_FEATURES,
+             SIG_FEATURES[0], SIG_FEATURES[1], SIG_FEATURES[2], SIG_FEATURES[3], SIG_FEATURES[4],
+             SIG_FEATURES[5]);
     cJSON_AddStringToObject(o, "features", desc);
     cJSON_AddNumberToObject(o, "feature_count", ls_cell_feature_count(m));
+    cJSON_AddItemToObject(o, "hand_features", cJSON_CreateStringArray(HAND_NAMES, HAND_FEATURES));
     cJSON_AddStringToObject(o, "model", "softmax regression, weighted cross-entropy + L2");
     cJSON_AddNumberToObject(o, "l2", L2);
+    cJSON_AddNumberToObject(o, "pooled_gain", POOLED_GAIN);
+    cJSON_AddNumberToObject(o, "domains", nd);
+    cJSON_AddItemToObject(o, "domain_cells", cJSON_CreateIntArray(domain_cells, nd));
     cJSON_AddNumberToObject(o, "train_samples", n);
     cJSON_AddItemToObject(o, "train_counts", cJSON_CreateIntArray(counts, LS_CELL_TYPES));
     cJSON_AddItemToObject(o, "class_weights", cJSON_CreateDoubleArray(cw, LS_CELL_TYPES));
@@ -721,42 +801,99 @@ static char *classifier_meta(const ls_model *m, int n, const int *counts, const 
     return s;
 }
 
-ls_status ls_celltype_fit(ls_model *m, const float *features, const int *types, int n,
-                          ls_error *err)
+/* Per-domain normalisation of feature j over the rows of domain d: the centre is the mean of the
+ * per-type means (types with >= 2 cells; the plain mean when none has), so sources with
+ * different type mixtures are aligned on the types, not on their mixture; the spread is the RMS
+ * deviation from the own type's mean (from the centre for rarer types). */
+static void domain_stats(const float *x, const int *types, const int *dom, int n, int f, int d,
+                         int j, double *centre, double *spread)
 {
-    int f = ls_cell_feature_count(m), counts[LS_CELL_TYPES] = {0}, present = 0;
+    double cm[LS_CELL_TYPES] = {0}, mu = 0, all = 0, v = 0;
+    int cn[LS_CELL_TYPES] = {0}, k = 0, rows = 0;
+    for (int i = 0; i < n; i++)
+        if (dom[i] == d) {
+            cm[types[i] - 1] += x[(size_t)i * f + j];
+            cn[types[i] - 1]++;
+            all += x[(size_t)i * f + j];
+            rows++;
+        }
+    for (int t = 0; t < LS_CELL_TYPES; t++)
+        if (cn[t] >= 2) cm[t] /= cn[t], mu += cm[t], k++;
+    mu = k ? mu / k : all / (rows ? rows : 1);
+    for (int i = 0; i < n; i++)
+        if (dom[i] == d) {
+            int t = types[i] - 1;
+            double e = x[(size_t)i * f + j] - (cn[t] >= 2 ? cm[t] : mu);
+            v += e * e;
+        }
+    v = rows > 1 ? v / rows : 0;
+    *centre = mu;
+    *spread = v > 1e-12 ? sqrt(v) : 1.0;
+}
+
+/* Fit with per-domain normalisation; dom (NULL: one domain) holds 0..nd-1 per row. */
+static ls_status fit_domains(ls_model *m, const float *features, const int *types, const int *dom,
+                             int n, ls_error *err)
+{
+    int f = ls_cell_feature_count(m), pooled = f - HAND_FEATURES, counts[LS_CELL_TYPES] = {0};
+    int present = 0, nd = 1, domain_cells[MAX_DOMAINS] = {0};
     for (int i = 0; i < n; i++) {
         if (types[i] < 1 || types[i] > LS_CELL_TYPES)
             return ls_fail(err, LS_ERR_ARG, "cell type %d of training cell %d is not 1..5",
                            types[i], i);
         counts[types[i] - 1]++;
+        if (dom && (dom[i] < 0 || dom[i] >= MAX_DOMAINS))
+            return ls_fail(err, LS_ERR_ARG, "domain %d of training cell %d is not 0..%d", dom[i],
+                           i, MAX_DOMAINS - 1);
+        if (dom && dom[i] + 1 > nd) nd = dom[i] + 1;
+        domain_cells[dom ? dom[i] : 0]++;
     }
     for (int k = 0; k < LS_CELL_TYPES; k++) present += counts[k] > 0;
     if (present < 2)
         return ls_fail(err, LS_ERR_ARG, "the cell classifier needs labelled cells of at least two "
                        "types; got %d cells of %d type(s)", n, present);
+    for (int d = 0; d < nd; d++)
+        if (!domain_cells[d])
+            return ls_fail(err, LS_ERR_ARG, "cell classifier: domain %d has no cells", d);
     size_t np = (size_t)LS_CELL_TYPES * f + LS_CELL_TYPES;
     double *mean = calloc(f, sizeof *mean), *sd = calloc(f, sizeof *sd);
     double *z = malloc(sizeof(double) * (size_t)n * f), *sw = malloc(sizeof(double) * n);
     double *theta = calloc(np, sizeof *theta);
-    int *y = malloc(sizeof(int) * n);
+    double *dmean = malloc(sizeof(double) * (size_t)nd * f);
+    double *dsd = malloc(sizeof(double) * (size_t)nd * f);
+    int *y = malloc(sizeof(int) * n), *d0 = calloc(n, sizeof(int));
     ls_status st = LS_OK;
-    if (!mean || !sd || !z || !sw || !theta || !y)
+    if (!mean || !sd || !z || !sw || !theta || !dmean || !dsd || !y || !d0)
         st = ls_fail(err, LS_ERR_NOMEM, "out of memory fitting the cell classifier");
     double cw[LS_CELL_TYPES] = {0}, acc = 0;
     if (st == LS_OK) {
-        for (int i = 0; i < n; i++)
-            for (int j = 0; j < f; j++) mean[j] += features[(size_t)i * f + j] / (double)n;
+        const int *dd = dom ? dom : d0;
+        for (int d = 0; d < nd; d++)
+            for (int j = 0; j < f; j++)
+                domain_stats(features, types, dd, n, f, d, j, &dmean[(size_t)d * f + j],
+                             &dsd[(size_t)d * f + j]);
         for (int i = 0; i < n; i++)
             for (int j = 0; j < f; j++) {
-                double v = features[(size_t)i * f + j] - mean[j];
+                size_t q = (size_t)dd[i] * f + j;
+                z[(size_t)i * f + j] = (features[(size_t)i * f + j] - dmean[q]) / dsd[q];
+            }
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < f; j++) mean[j] += z[(size_t)i * f + j] / (double)n;
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < f; j++) {
+                double v = z[(size_t)i * f + j] - mean[j];
                 sd[j] += v * v / (double)n;
             }
         /* a constant feature keeps std 1, so it standardises to 0 instead of dividing by 0 */
         for (int j = 0; j < f; j++) sd[j] = sd[j] > 1e-12 ? sqrt(sd[j]) : 1.0;
         for (int i = 0; i < n; i++)
-            for (int j = 0; j < f; j++)
-                z[(size_t)i * f + j] = (features[(size_t)i * f + j] - mean[j]) / sd[j];
+            for (int j = 0; j < f; j++) {
+                double *v = &z[(size_t)i * f + j];
+                *v = (*v - mean[j]) / sd[j];
+                if (j < pooled) *v *= POOLED_GAIN; /* 0: the feature leaves the fit */
+            }
+        if (POOLED_GAIN > 0)
+            for (int j = 0; j < pooled; j++) sd[j] /= POOLED_GAIN;
         /* Inverse-frequency weights (balanced classes), capped: a type seen once or twice
          * (basophils) should count more, but not enough to let two samples steer the fit. */
         for (int k = 0; k < LS_CELL_TYPES; k++)
@@ -783,14 +920,24 @@ ls_status ls_celltype_fit(ls_model *m, const float *features, const int *types, 
         st = store_f32(m, T_BIAS, theta + (size_t)LS_CELL_TYPES * f, 1, LS_CELL_TYPES, err);
     if (st == LS_OK) st = store_f32(m, T_MEAN, mean, 1, f, err);
     if (st == LS_OK) st = store_f32(m, T_STD, sd, 1, f, err);
+    /* [K, F]; [F] for a single domain */
+    if (st == LS_OK) st = store_f32(m, T_DMEAN, dmean, nd, f, err);
+    if (st == LS_OK) st = store_f32(m, T_DSTD, dsd, nd, f, err);
     if (st == LS_OK) {
-        char *meta = classifier_meta(m, n, counts, cw, acc);
+        char *meta = classifier_meta(m, n, counts, cw, nd, domain_cells, acc);
         st = meta ? ls_model_set_meta(m, "cell_classifier", meta, err)
                   : ls_fail(err, LS_ERR_NOMEM, "out of memory");
         free(meta);
     }
-    free(mean), free(sd), free(z), free(sw), free(theta), free(y);
+    free(mean), free(sd), free(z), free(sw), free(theta), free(dmean), free(dsd), free(y);
+    free(d0);
     return st;
+}
+
+ls_status ls_celltype_fit(ls_model *m, const float *features, const int *types, int n,
+                          ls_error *err)
+{
+    return fit_domains(m, features, types, NULL, n, err);
 }
 
 /* ---- per image -------------------------------------------------------------------------- */
@@ -848,52 +995,82 @@ static int largest_cell(const ls_cells *c)
     return best;
 }
 
-/* Training uses the ground-truth mask: the label belongs to the annotated cell, so a
- * segmentation error cannot attach it to the wrong region; the pooled features still come from
- * the model's forward on the image, as at inference. */
+/* Each labelled image gives two training rows: its largest cell as found at inference (the
+ * model's own predicted mask; count --eval scores that cell), so the classifier learns the
+ * shapes and colours the segmentation really produces, and its largest ground-truth cell, with
+ * the same encoder features (cross-validated on the train+val splits of segmentation_WBC, both
+ * rows beat either alone). An image without any cell teaches nothing and is passed over. Each
+ * image folder of the dataset is a domain with its own normalisation. */
 ls_status ls_celltype_train(ls_model *m, const ls_dataset *ds, ls_error *err)
 {
     int f = ls_cell_feature_count(m), n = 0;
     float *rows = NULL;
-    int *types = NULL;
+    int *types = NULL, *dom = NULL;
     ls_status st = LS_OK;
-    int labelled = 0;
+    int labelled = 0, nsrc = 0;
+    char *sources[MAX_DOMAINS];
     for (int i = 0; i < ds->n; i++) labelled += ds->samples[i].cell_type >= 1 &&
                                                ds->samples[i].cell_type <= LS_CELL_TYPES;
     if (!labelled)
         return ls_fail(err, LS_ERR_ARG, "none of the %d samples has a cell-type label (the "
                        "class-label CSVs of segmentation_WBC)", ds->n);
-    rows = malloc(sizeof(float) * (size_t)labelled * f);
-    types = malloc(sizeof(int) * labelled);
-    if (!rows || !types) st = ls_fail(err, LS_ERR_NOMEM, "out of memory for training cells");
+    rows = malloc(sizeof(float) * (size_t)labelled * 2 * f);
+    types = malloc(sizeof(int) * labelled * 2);
+    dom = malloc(sizeof(int) * labelled * 2);
+    if (!rows || !types || !dom)
+        st = ls_fail(err, LS_ERR_NOMEM, "out of memory for training cells");
     ls_cell_params prm = ls_cell_params_default();
     for (int i = 0; st == LS_OK && i < ds->n; i++) {
         int t = ds->samples[i].cell_type;
         if (t < 1 || t > LS_CELL_TYPES) continue;
+        /* domain: the image's folder, so one source added twice (train and val splits) stays
+         * one domain; folders beyond MAX_DOMAINS share the last */
+        const char *path = ds->samples[i].image_path, *slash = strrchr(path, '/');
+        size_t len = slash ? (size_t)(slash - path) : 0;
+        int d = 0;
+        while (d < nsrc && !(strlen(sources[d]) == len && !strncmp(sources[d], path, len))) d++;
+        if (d == nsrc && nsrc < MAX_DOMAINS) {
+            sources[nsrc] = strndup(path, len);
+            if (!sources[nsrc]) {
+                st = ls_fail(err, LS_ERR_NOMEM, "out of memory for training cells");
+                break;
+            }
+            nsrc++;
+        }
+        if (d == MAX_DOMAINS) d = MAX_DOMAINS - 1;
         ls_image img = {0};
         ls_mask gt = {0};
-        ls_cells cells = {0};
-        float *feat = NULL;
         long snapped = 0;
         st = ls_dataset_load(ds, i, &img, &gt, &snapped, err);
-        if (st == LS_OK && gt.data) {
-            st = ls_cells_find(&gt, &prm, &cells, err);
-            if (st == LS_OK) st = ls_cells_features(m, &img, &gt, &cells, &feat, err);
-        } else if (st == LS_OK) {
-            st = ls_cells_analyze(m, &img, &prm, 0.0, NULL, &cells, &feat, err);
+        for (int pass = 0; st == LS_OK && pass < 2; pass++) {
+            ls_cells cells = {0};
+            float *feat = NULL;
+            if (pass == 0) {
+                st = ls_cells_analyze(m, &img, &prm, 0.0, NULL, &cells, &feat, err);
+            } else if (gt.data) {
+                st = ls_cells_find(&gt, &prm, &cells, err);
+                if (st == LS_OK) st = ls_cells_features(m, &img, &gt, &cells, &feat, err);
+            }
+            int best = st == LS_OK ? largest_cell(&cells) : -1;
+            if (best >= 0) {
+                memcpy(rows + (size_t)n * f, feat + (size_t)best * f, sizeof(float) * f);
+                dom[n] = d;
+                types[n++] = t;
+            }
+            free(feat);
+            ls_cells_free(&cells);
         }
-        int best = st == LS_OK ? largest_cell(&cells) : -1;
-        if (best >= 0) { /* an image without any cell teaches nothing and is passed over */
-            memcpy(rows + (size_t)n * f, feat + (size_t)best * f, sizeof(float) * f);
-            types[n++] = t;
-        }
-        free(feat);
-        ls_cells_free(&cells);
         ls_image_free(&img);
         ls_mask_free(&gt);
     }
-    if (st == LS_OK) st = ls_celltype_fit(m, rows, types, n, err);
+    int used[MAX_DOMAINS] = {0}, remap[MAX_DOMAINS], nd = 0; /* drop domains left empty */
+    for (int i = 0; i < n; i++) used[dom[i]] = 1;
+    for (int d = 0; d < MAX_DOMAINS; d++) remap[d] = used[d] ? nd++ : -1;
+    for (int i = 0; i < n; i++) dom[i] = remap[dom[i]];
+    if (st == LS_OK) st = fit_domains(m, rows, types, dom, n, err);
+    for (int d = 0; d < nsrc; d++) free(sources[d]);
     free(rows);
     free(types);
+    free(dom);
     return st;
 }

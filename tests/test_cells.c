@@ -343,7 +343,7 @@ static void test_pooling(ls_model *m)
     CHECK_OK(ls_workspace_create(m, 1, 64, 64, 0, &ws, &err), err);
     CHECK_OK(ls_model_forward(m, ws, x, 0, NULL, NULL, &err), err);
     int f = ls_cell_feature_count(m), off = 0;
-    CHECK(f == 32 + 64 + 160 + 256 + 11);
+    CHECK(f == 32 + 64 + 160 + 256 + 57);
     double worst = 0;
     for (int s = 0; s < 4 && feat && ws; s++) {
         int ch = ls_model_config(m)->hidden[s];
