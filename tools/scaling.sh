@@ -14,7 +14,7 @@ for size in 128 256 512 1024 2048; do
     echo "$json" | python3 -c '
 import json, sys
 d = json.load(sys.stdin)
-ms = 1000.0 / d["infer_img_s"]
-print(f"| {d[\"size\"]}x{d[\"size\"]} | {d[\"gflop_per_image_forward\"]:.1f} | {ms:.0f} ms | "
-      f"{d[\"infer_gflop_s\"]:.0f} | {d[\"peak_rss_mib\"]:.0f} MiB |")'
+size, ms = d["size"], 1000.0 / d["infer_img_s"]
+gflop, rate, rss = d["gflop_per_image_forward"], d["infer_gflop_s"], d["peak_rss_mib"]
+print("| %dx%d | %.1f | %.0f ms | %.0f | %.0f MiB |" % (size, size, gflop, ms, rate, rss))'
 done
