@@ -26,30 +26,25 @@ static const char *usage =
     "  count     cells, cell types and a differential count (--eval: type accuracy)\n"
     "  train-cells  fit the cell-type classifier of a model on labelled images\n";
 
-/* Runtime settings that OpenBLAS and libgomp read once, when they are loaded, so they must be in
- * the environment before the process starts: if either is unset, set it and exec ourselves again.
- * - OPENBLAS_CORETYPE: Debian's OpenBLAS 0.3.21 does not recognise Zen 4 and falls back to its
- *   SSE3 "Prescott" kernels (2-4x slower); its SkylakeX kernels run on any AVX-512 CPU.
- * - OMP_WAIT_POLICY=passive: spinning idle OpenMP threads otherwise steal the cores that OpenBLAS
- *   and the next parallel loop need on a small machine. */
+/* OpenBLAS reads OPENBLAS_CORETYPE once, when it is loaded, so it must be in the environment
+ * before the process starts: if it is unset, set it and exec ourselves again. Debian's OpenBLAS
+ * 0.3.21 does not recognise Zen 4 and falls back to its SSE3 "Prescott" kernels (2-4x slower);
+ * its SkylakeX kernels run on any AVX-512 CPU. OpenMP's waiting is left at libgomp's default
+ * (spin, then sleep): passive waiting halved throughput, since a forward pass runs hundreds of
+ * short parallel regions. */
 static void exec_with_runtime_settings(char **argv)
 {
-    int changed = 0;
 #if defined(__x86_64__) && defined(__GNUC__)
-    if (!getenv("OPENBLAS_CORETYPE") && __builtin_cpu_supports("avx512f")) {
+    if (!getenv("OPENBLAS_CORETYPE") && __builtin_cpu_supports("avx512f") &&
+        !getenv("LEUKOSEG_NO_REEXEC")) {
         setenv("OPENBLAS_CORETYPE", "SkylakeX", 1);
-        changed = 1;
-    }
-#endif
-    if (!getenv("OMP_WAIT_POLICY")) {
-        setenv("OMP_WAIT_POLICY", "passive", 1);
-        changed = 1;
-    }
-    if (changed && !getenv("LEUKOSEG_NO_REEXEC")) {
         setenv("LEUKOSEG_NO_REEXEC", "1", 1); /* never loop */
         execv("/proc/self/exe", argv);
-        /* exec failed (no /proc): carry on with the defaults */
+        /* exec failed (no /proc): carry on with OpenBLAS's own choice */
     }
+#else
+    (void)argv;
+#endif
 }
 
 int main(int argc, char **argv)

@@ -374,22 +374,27 @@ void gelu_backward(float *dx, const float *dy, const float *x, long n)
     }
 }
 
-void softmax_rows(float *x, long rows, int n)
+/* Row softmax of x / divisor (divisor 1: plain softmax), in place. */
+static void softmax_rows_div(float *x, long rows, int n, float divisor)
 {
 #pragma omp parallel for schedule(static)
     for (long r = 0; r < rows; r++) {
         float *row = x + r * n;
+        for (int j = 0; j < n; j++) row[j] /= divisor;
         float mx = row[0];
         for (int j = 1; j < n; j++) mx = row[j] > mx ? row[j] : mx;
         float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
         for (int j = 0; j < n; j++) {
-            row[j] = expf(row[j] - mx);
+            row[j] = exp_poly(row[j] - mx); /* vectorised exp: a quarter of inference time */
             sum += row[j];
         }
         float inv = 1.0f / sum;
         for (int j = 0; j < n; j++) row[j] *= inv;
     }
 }
+
+void softmax_rows(float *x, long rows, int n) { softmax_rows_div(x, rows, n, 1.0f); }
 
 /* ------------------------------------------------------------------------------------------ */
 /* Bilinear resize, align_corners=False                                                        */
@@ -617,10 +622,7 @@ void attention_forward(float *out, float *probs, const float *q, const float *k,
             /* S = (Q_h K_h^T) / sqrt(d): the product first, then the division, as HF does. */
             ls_gemm(0, 1, rows, nr, d, 1.0f, q + (size_t)r0 * c + h * d, c, k + h * d, c, 0.0f,
                     p, nr);
-            long total = (long)rows * nr;
-#pragma omp parallel for schedule(static)
-            for (long i = 0; i < total; i++) p[i] /= sqrt_d;
-            softmax_rows(p, rows, nr);
+            softmax_rows_div(p, rows, nr, sqrt_d); /* one pass: divide, then softmax */
             ls_gemm(0, 0, rows, d, nr, 1.0f, p, nr, v + h * d, c, 0.0f,
                     out + (size_t)r0 * c + h * d, c);
         }

@@ -773,20 +773,64 @@ static void encoder_backward(ls_model *m, ls_workspace *ws)
 /* 1x1 fuse conv (no bias), BatchNorm, ReLU, dropout, 1x1 classifier -> logits [M1, K]         */
 /* ------------------------------------------------------------------------------------------ */
 
+/* Inference shortcut of linear_c + upsampling + concat + linear_fuse. Bilinear resizing is linear
+ * per channel with weights that sum to 1, so it commutes with channel mixing and passes biases
+ * through: fuse = sum_i up(x_i (Wf_i Wl_i)^T + Wf_i bl_i), with Wf_i stage i's slice of the fuse
+ * weight. The products then run at each stage's own resolution with C_i inputs, instead of
+ * 4D x D at the 1/4 grid (half of b0's work at 512 px). Equal up to float rounding; training
+ * keeps the plain order, whose intermediates the backward needs. Returns 0 when out of memory
+ * (the caller then takes the plain path). */
+static int fused_head_forward(ls_model *m, ls_workspace *ws)
+{
+    const ls_config *cfg = &m->cfg;
+    const head_offsets *o = &m->head;
+    int d = cfg->decoder_hidden, batch = ws->batch, cmax = 0;
+    for (int i = 0; i < 4; i++) cmax = cfg->hidden[i] > cmax ? cfg->hidden[i] : cmax;
+    float *wc = malloc(sizeof(float) * (size_t)d * cmax), *bc = malloc(sizeof(float) * d);
+    if (!wc || !bc) {
+        free(wc);
+        free(bc);
+        return 0;
+    }
+    for (int i = 0; i < 4; i++) {
+        const stage_acts *s = &ws->stage[i];
+        int c = cfg->hidden[i];
+        const float *wf = m->w + o->fuse_w + (size_t)(3 - i) * d; /* [D, D] slice, ld 4D */
+        ls_gemm(0, 0, d, c, d, 1.0f, wf, 4 * d, m->w + o->lin_w[i], c, 0.0f, wc, c);
+        ls_gemm(0, 0, d, 1, d, 1.0f, wf, 4 * d, m->w + o->lin_b[i], 1, 0.0f, bc, 1);
+        linear_forward(ws->lin[i], s->out, wc, bc, batch * s->n, c, d);
+        bilinear_forward(ws->cat + (size_t)i * d, 4 * d, ws->lin[i], batch, s->h, s->w, ws->h4,
+                         ws->w4, d);
+    }
+    long m1 = (long)batch * ws->h4 * ws->w4;
+#pragma omp parallel for schedule(static)
+    for (long r = 0; r < m1; r++) {
+        const float *in = ws->cat + (size_t)r * 4 * d;
+        float *out = ws->fuse + (size_t)r * d;
+        for (int ch = 0; ch < d; ch++)
+            out[ch] = in[ch] + in[d + ch] + in[2 * d + ch] + in[3 * d + ch];
+    }
+    free(wc);
+    free(bc);
+    return 1;
+}
+
 static void decode_head_forward(ls_model *m, ls_workspace *ws, int training, ls_rng *rng)
 {
     const ls_config *cfg = &m->cfg;
     const head_offsets *o = &m->head;
     int d = cfg->decoder_hidden, batch = ws->batch, nl = cfg->num_labels;
     long m1 = (long)batch * ws->h4 * ws->w4;
-    for (int i = 0; i < 4; i++) {
-        const stage_acts *s = &ws->stage[i];
-        linear_forward(ws->lin[i], s->out, m->w + o->lin_w[i], m->w + o->lin_b[i], batch * s->n,
-                       cfg->hidden[i], d);
-        bilinear_forward(ws->cat + (size_t)(3 - i) * d, 4 * d, ws->lin[i], batch, s->h, s->w,
-                         ws->h4, ws->w4, d);
+    if (training || !fused_head_forward(m, ws)) {
+        for (int i = 0; i < 4; i++) {
+            const stage_acts *s = &ws->stage[i];
+            linear_forward(ws->lin[i], s->out, m->w + o->lin_w[i], m->w + o->lin_b[i],
+                           batch * s->n, cfg->hidden[i], d);
+            bilinear_forward(ws->cat + (size_t)(3 - i) * d, 4 * d, ws->lin[i], batch, s->h,
+                             s->w, ws->h4, ws->w4, d);
+        }
+        linear_forward(ws->fuse, ws->cat, m->w + o->fuse_w, NULL, (int)m1, 4 * d, d);
     }
-    linear_forward(ws->fuse, ws->cat, m->w + o->fuse_w, NULL, (int)m1, 4 * d, d);
     if (training) {
         batchnorm_train_forward(ws->bn_out, ws->bn_mean, ws->bn_rstd, m->bn_mean, m->bn_var,
                                 ws->fuse, m->w + o->bn_w, m->w + o->bn_b, m1, d, LS_BN_EPS,
