@@ -22,6 +22,8 @@ static const char *eval_help =
     "  --model M    model file (default: the shipped model)\n"
     "  --data DIR   dataset folder, repeatable (default: segmentation_WBC beside the repo)\n"
     "  --split S    train, val, test or all (default test)\n"
+    "  --split-file F  evaluate the images whose stems F lists, one per line (\"034\" or\n"
+    "               \"Dataset 2/034\"), instead of --split\n"
     "  --json       print one JSON object on stdout\n";
 
 static void print_metrics_table(const ls_metrics *m, const ls_dataset *ds, int images)
@@ -37,7 +39,7 @@ static void print_metrics_table(const ls_metrics *m, const ls_dataset *ds, int i
 
 int cmd_eval(int argc, char **argv)
 {
-    const char *model_path = default_model_path(), *data[8];
+    const char *model_path = default_model_path(), *data[8], *split_file = NULL;
     int ndata = 0, json = 0;
     ls_split split = LS_SPLIT_TEST;
     ls_error err = {{0}};
@@ -54,6 +56,9 @@ int cmd_eval(int argc, char **argv)
         } else if (opt_value(argc, argv, &i, "--data", &v)) {
             if (!v || ndata == 8) return cli_usage_error("eval", "--data needs a folder (max 8)");
             data[ndata++] = v;
+        } else if (opt_value(argc, argv, &i, "--split-file", &v)) {
+            if (!v) return cli_usage_error("eval", "--split-file needs a file");
+            split_file = v;
         } else if (opt_value(argc, argv, &i, "--split", &v)) {
             if (ls_split_parse(v ? v : "", &split, &err) != LS_OK) return cli_error("eval", &err);
         } else {
@@ -66,7 +71,7 @@ int cmd_eval(int argc, char **argv)
     ls_confusion cm = {0};
     ls_status st = cli_load_model(model_path, &model, &err);
     for (int d = 0; st == LS_OK && d < ndata; d++)
-        st = ls_dataset_add(&ds, data[d], split, NULL, &err);
+        st = ls_dataset_add(&ds, data[d], split, split_file, &err);
     if (st == LS_OK && ds.n == 0)
         st = ls_fail(&err, LS_ERR_ARG, "the %s split of %s holds no images", split_name(split),
                      data[0]);

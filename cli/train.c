@@ -40,6 +40,9 @@ static const char *train_help =
     "  --threads N        OpenMP threads (default: all cores)\n"
     "  --train-split S    split to train on: train, val, test, all (default train)\n"
     "  --val-split S      split to validate on (default val)\n"
+    "  --train-list F     train on the images whose stems F lists, one per line (\"034\" or\n"
+    "                     \"Dataset 2/034\"), instead of --train-split\n"
+    "  --val-list F       validate on the images F lists, instead of --val-split\n"
     "  --limit N          use only the first N training images (for quick checks)\n"
     "  --balance          draw as many samples per epoch from each dataset folder as the\n"
     "                     largest one has (small folders are repeated)\n"
@@ -60,7 +63,7 @@ static const char *train_help =
 typedef struct {
     const char *data[MAX_DATA];
     int ndata;
-    const char *out, *variant, *resume, *init;
+    const char *out, *variant, *resume, *init, *train_list, *val_list;
     int size, batch, epochs, warmup, patience, seed, threads, limit, stop_at_step, balance;
     int no_finalize;
     double lr, head_lr_mult, weight_decay;
@@ -112,6 +115,12 @@ static int parse_train_options(int argc, char **argv, train_options *o)
         } else if (opt_value(argc, argv, &i, "--variant", &v)) {
             if (!v) return cli_usage_error("train", "--variant needs b0..b5");
             o->variant = v;
+        } else if (opt_value(argc, argv, &i, "--train-list", &v)) {
+            if (!v) return cli_usage_error("train", "--train-list needs a file");
+            o->train_list = v;
+        } else if (opt_value(argc, argv, &i, "--val-list", &v)) {
+            if (!v) return cli_usage_error("train", "--val-list needs a file");
+            o->val_list = v;
         } else if (opt_value(argc, argv, &i, "--init", &v)) {
             if (!v) return cli_usage_error("train", "--init needs a model file");
             o->init = v;
@@ -239,12 +248,12 @@ typedef struct {
     ls_mask *masks;
 } loaded_set;
 
-static ls_status load_set(const train_options *o, ls_split split, int limit, loaded_set *set,
-                          ls_error *err)
+static ls_status load_set(const train_options *o, ls_split split, const char *list, int limit,
+                          loaded_set *set, ls_error *err)
 {
     memset(set, 0, sizeof *set);
     for (int d = 0; d < o->ndata; d++) {
-        ls_status st = ls_dataset_add(&set->ds, o->data[d], split, NULL, err);
+        ls_status st = ls_dataset_add(&set->ds, o->data[d], split, list, err);
         if (st != LS_OK) return st;
     }
     if (limit > 0 && set->ds.n > limit) set->ds.n = limit;
@@ -751,8 +760,9 @@ static ls_status finalize_model(const train_options *o, ls_error *err)
     ls_dataset labelled = {0};
     ls_status st = ls_model_load(o->out, &best, err);
     for (int d = 0; st == LS_OK && d < o->ndata; d++) {
-        st = ls_dataset_add(&labelled, o->data[d], o->train_split, NULL, err);
-        if (st == LS_OK) st = ls_dataset_add(&labelled, o->data[d], o->val_split, NULL, err);
+        st = ls_dataset_add(&labelled, o->data[d], o->train_split, o->train_list, err);
+        if (st == LS_OK)
+            st = ls_dataset_add(&labelled, o->data[d], o->val_split, o->val_list, err);
     }
     if (st == LS_OK) {
         fprintf(stderr, "fitting the cell-type classifier on %d training and validation images\n",
@@ -801,9 +811,9 @@ int cmd_train(int argc, char **argv)
     ls_config cfg;
     /* Check the variant before the (slow) data loading; the class count comes from the data. */
     ls_status st = ls_config_for_variant(o.variant, 3, &cfg, &err);
-    if (st == LS_OK) st = load_set(&o, o.train_split, o.limit, &train, &err);
+    if (st == LS_OK) st = load_set(&o, o.train_split, o.train_list, o.limit, &train, &err);
     else memset(&train, 0, sizeof train);
-    if (st == LS_OK) st = load_set(&o, o.val_split, 0, &val, &err);
+    if (st == LS_OK) st = load_set(&o, o.val_split, o.val_list, 0, &val, &err);
     else memset(&val, 0, sizeof val);
     if (st == LS_OK) st = ls_config_for_variant(o.variant, train.ds.num_classes, &cfg, &err);
     if (st == LS_OK) st = ls_model_create(&cfg, (uint64_t)o.seed, &m, &err);
