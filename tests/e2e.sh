@@ -40,6 +40,15 @@ for set in "Dataset 1" "Dataset 2"; do
     fi
 done
 
+# A split list file picks exactly the images it names.
+printf 'Dataset 2/041\nDataset 1/007\n' > "$tmp/list.txt"
+if "$bin" eval --model "$model" --data "$data" --split-file "$tmp/list.txt" --json > "$tmp/list.json" &&
+        [ "$(json_get "$tmp/list.json" "['images']")" = 2 ]; then
+    pass "eval --split-file: the 2 listed images"
+else
+    fail "eval --split-file did not evaluate exactly the 2 listed images"
+fi
+
 # 2. segment: outputs have exactly the input size (a 120x120 and a smaller Dataset 1 image, and
 #    a 300x300 Dataset 2 image).
 small=$(for f in "$data/Dataset 1/"*.bmp; do [ "$(bmp_size "$f")" != 120x120 ] && { echo "$f"; break; }; done)
