@@ -1,5 +1,6 @@
 /* leukoseg command line: dispatch and helpers shared by the subcommands. */
 #include "cli.h"
+#include "fileio.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -207,18 +208,12 @@ ls_status make_dirs(const char *path, ls_error *err)
 
 ls_status write_text_atomic(const char *path, const char *text, ls_error *err)
 {
-    char tmp[PATH_MAX];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    FILE *f = fopen(tmp, "wb");
-    if (!f) return ls_fail(err, LS_ERR_IO, "cannot write %s: %s", tmp, strerror(errno));
+    char *tmp = NULL;
+    FILE *f = NULL;
+    ls_status st = ls_atomic_open(path, &tmp, &f, err);
+    if (st != LS_OK) return st;
     size_t n = strlen(text);
-    int ok = fwrite(text, 1, n, f) == n;
-    ok = (fclose(f) == 0) && ok;
-    if (!ok || rename(tmp, path) != 0) {
-        remove(tmp);
-        return ls_fail(err, LS_ERR_IO, "cannot write %s: %s", path, strerror(errno));
-    }
-    return LS_OK;
+    return ls_atomic_close(path, tmp, f, fwrite(text, 1, n, f) == n, err);
 }
 
 static int progress_shown;

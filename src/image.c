@@ -10,6 +10,7 @@
  *  - 16-bit samples become 8-bit by (v * 255 + 32767) / 65535 (rounding to nearest);
  *  - EXIF orientation is ignored for images and masks alike, so both stay aligned as stored.
  */
+#include "fileio.h"
 #include "leukoseg.h"
 
 #include <errno.h>
@@ -1143,32 +1144,22 @@ static ls_status png_encode(const uint8_t *data, int w, int h, int channels, png
     return LS_OK;
 }
 
-/* Writes path.tmp.<pid> beside path and renames it over path, so readers never see a partial
- * file and a failure leaves any previous file untouched. */
+/* Written atomically (src/fileio.c): readers never see a partial file. */
 static ls_status png_write_atomic(const char *path, const uint8_t *data, int w, int h,
                                   int channels, ls_error *err)
 {
     if (!path) return ls_fail(err, LS_ERR_ARG, "no output path given for the PNG");
-    size_t n = strlen(path) + 32;
-    char *tmp = malloc(n);
-    if (!tmp) return ls_fail(err, LS_ERR_NOMEM, "out of memory writing %s", path);
-    snprintf(tmp, n, "%s.tmp.%ld", path, (long)getpid());
-    FILE *f = fopen(tmp, "wb");
-    if (!f) {
-        ls_status st = ls_fail(err, LS_ERR_IO, "cannot create %s: %s; check that the folder "
-                               "exists and is writable", tmp, strerror(errno));
-        free(tmp);
-        return st;
+    char *tmp = NULL;
+    FILE *f = NULL;
+    ls_status st = ls_atomic_open(path, &tmp, &f, err);
+    if (st != LS_OK) return st;
+    st = png_encode(data, w, h, channels, png_write_file, f, path, err);
+    ls_error close_err;
+    ls_status cst = ls_atomic_close(path, tmp, f, st == LS_OK, &close_err);
+    if (st == LS_OK && cst != LS_OK) {
+        if (err) *err = close_err;
+        st = cst;
     }
-    ls_status st = png_encode(data, w, h, channels, png_write_file, f, path, err);
-    if (st == LS_OK && (fflush(f) != 0 || fsync(fileno(f)) != 0))
-        st = ls_fail(err, LS_ERR_IO, "cannot write %s: %s", tmp, strerror(errno));
-    if (fclose(f) != 0 && st == LS_OK)
-        st = ls_fail(err, LS_ERR_IO, "cannot close %s: %s", tmp, strerror(errno));
-    if (st == LS_OK && rename(tmp, path) != 0)
-        st = ls_fail(err, LS_ERR_IO, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
-    if (st != LS_OK) remove(tmp);
-    free(tmp);
     return st;
 }
 

@@ -3,6 +3,7 @@
  * file it accepts is one the official library accepts too; the writer reproduces the official
  * byte layout (tensor order, compact JSON, space padding to 8 bytes).
  */
+#include "fileio.h"
 #include "leukoseg.h"
 
 #include <cJSON.h>
@@ -542,62 +543,6 @@ static ls_status build_header(const ls_tensor_file *tf, const st_order *order, s
     return LS_OK;
 }
 
-/* Creates "<path>.tmp.N" next to the target with O_EXCL (so two writers never share a temp file)
- * and mode 0666 filtered by the umask, like a plain fopen would give the final file. */
-static ls_status atomic_open(const char *path, char **tmp, FILE **f, ls_error *err)
-{
-    static _Atomic unsigned counter;
-    size_t n = strlen(path) + 48;
-    *tmp = malloc(n);
-    if (!*tmp) return ls_fail(err, LS_ERR_NOMEM, "%s: out of memory", path);
-    for (int tries = 0; tries < 100; tries++) {
-        snprintf(*tmp, n, "%s.tmp.%ld.%u", path, (long)getpid(), counter++);
-        int fd = open(*tmp, O_WRONLY | O_CREAT | O_EXCL, 0666);
-        if (fd < 0 && errno == EEXIST) continue;
-        if (fd >= 0 && (*f = fdopen(fd, "wb")) != NULL) return LS_OK;
-        ls_status st = ls_fail(err, LS_ERR_IO, "%s: cannot create a temporary file next to it: "
-                               "%s (check the folder exists and is writable)", path,
-                               strerror(errno));
-        if (fd >= 0) {
-            close(fd);
-            unlink(*tmp);
-        }
-        free(*tmp);
-        *tmp = NULL;
-        return st;
-    }
-    free(*tmp);
-    *tmp = NULL;
-    return ls_fail(err, LS_ERR_IO, "%s: cannot find a free temporary file name", path);
-}
-
-/* Flushes to disk and renames over the target; on any failure (ok == 0 included) the temp file
- * is removed so a failed save leaves the old file untouched and no debris. */
-static ls_status atomic_close(const char *path, char *tmp, FILE *f, int ok, ls_error *err)
-{
-    int saved_errno = 0;
-    if (ok && (fflush(f) != 0 || fsync(fileno(f)) != 0)) {
-        ok = 0;
-        saved_errno = errno;
-    }
-    if (fclose(f) != 0 && ok) {
-        ok = 0;
-        saved_errno = errno;
-    }
-    if (ok && rename(tmp, path) != 0) {
-        ok = 0;
-        saved_errno = errno;
-    }
-    ls_status st = LS_OK;
-    if (!ok) {
-        unlink(tmp);
-        st = ls_fail(err, LS_ERR_IO, "%s: write failed: %s (check free disk space)", path,
-                     strerror(saved_errno ? saved_errno : EIO));
-    }
-    free(tmp);
-    return st;
-}
-
 ls_status ls_safetensors_save(const char *path, const ls_tensor_file *tf, ls_error *err)
 {
     ls_status st = check_input(tf, path, err);
@@ -620,7 +565,7 @@ ls_status ls_safetensors_save(const char *path, const ls_tensor_file *tf, ls_err
 
     char *tmp = NULL;
     FILE *f = NULL;
-    if (st == LS_OK) st = atomic_open(path, &tmp, &f, err);
+    if (st == LS_OK) st = ls_atomic_open(path, &tmp, &f, err);
     if (st == LS_OK) {
         unsigned char lenb[8];
         for (int i = 0; i < 8; i++) lenb[i] = (unsigned char)((uint64_t)hb.len >> (8 * i));
@@ -630,7 +575,7 @@ ls_status ls_safetensors_save(const char *path, const ls_tensor_file *tf, ls_err
             size_t nb = ls_array_numel(a) * ls_dtype_size(a->dtype);
             ok = nb == 0 || fwrite(a->data, 1, nb, f) == nb;
         }
-        st = atomic_close(path, tmp, f, ok, err);
+        st = ls_atomic_close(path, tmp, f, ok, err);
     }
     free(hb.p);
     free(order);
