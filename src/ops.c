@@ -161,15 +161,14 @@ void layernorm_forward(float *y, float *mean, float *rstd, const float *x, const
     for (long i = 0; i < m; i++) {
         const float *xr = x + i * c;
         float *yr = y + i * c;
-        double sum = 0.0;
+        /* Two passes in float (C <= 512 terms): the mean, then the biased variance around it. */
+        float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
         for (int j = 0; j < c; j++) sum += xr[j];
-        float mu = (float)(sum / c);
-        double var = 0.0;
-        for (int j = 0; j < c; j++) {
-            float d = xr[j] - mu;
-            var += (double)d * d;
-        }
-        float rs = 1.0f / sqrtf((float)(var / c) + eps);
+        float mu = sum / c, var = 0.0f;
+#pragma omp simd reduction(+ : var)
+        for (int j = 0; j < c; j++) var += (xr[j] - mu) * (xr[j] - mu);
+        float rs = 1.0f / sqrtf(var / c + eps);
         for (int j = 0; j < c; j++) yr[j] = (xr[j] - mu) * rs * g[j] + beta[j];
         mean[i] = mu;
         rstd[i] = rs;
@@ -382,6 +381,7 @@ static void softmax_rows_div(float *x, long rows, int n, float divisor)
         float *row = x + r * n;
         for (int j = 0; j < n; j++) row[j] /= divisor;
         float mx = row[0];
+#pragma omp simd reduction(max : mx)
         for (int j = 1; j < n; j++) mx = row[j] > mx ? row[j] : mx;
         float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
@@ -420,8 +420,9 @@ static lerp_tap bilinear_tap(int dst, int in, int out)
     return t;
 }
 
-void bilinear_forward(float *out, int out_pitch, const float *in, int b, int hi, int wi, int ho,
-                      int wo, int c)
+/* out = (or +=, when add) the bilinear resize of in. */
+static void bilinear_resize(float *out, int out_pitch, const float *in, int b, int hi, int wi,
+                            int ho, int wo, int c, int add)
 {
     long rows = (long)b * ho;
 #pragma omp parallel for schedule(static)
@@ -436,11 +437,25 @@ void bilinear_forward(float *out, int out_pitch, const float *in, int b, int hi,
             float *o = out + ((bb * ho + oy) * wo + ox) * out_pitch;
             const float *a = row0 + tx.i0 * c, *bq = row0 + tx.i1 * c;
             const float *cq = row1 + tx.i0 * c, *d = row1 + tx.i1 * c;
-            for (int ch = 0; ch < c; ch++)
-                o[ch] = ty.w0 * (tx.w0 * a[ch] + tx.w1 * bq[ch]) +
-                        ty.w1 * (tx.w0 * cq[ch] + tx.w1 * d[ch]);
+            for (int ch = 0; ch < c; ch++) {
+                float v = ty.w0 * (tx.w0 * a[ch] + tx.w1 * bq[ch]) +
+                          ty.w1 * (tx.w0 * cq[ch] + tx.w1 * d[ch]);
+                o[ch] = add ? o[ch] + v : v;
+            }
         }
     }
+}
+
+void bilinear_forward(float *out, int out_pitch, const float *in, int b, int hi, int wi, int ho,
+                      int wo, int c)
+{
+    bilinear_resize(out, out_pitch, in, b, hi, wi, ho, wo, c, 0);
+}
+
+void bilinear_forward_add(float *out, int out_pitch, const float *in, int b, int hi, int wi,
+                          int ho, int wo, int c)
+{
+    bilinear_resize(out, out_pitch, in, b, hi, wi, ho, wo, c, 1);
 }
 
 /* For each input index, the output indices that read it and with which weight (CSR lists), so

@@ -72,6 +72,9 @@ void softmax_rows(float *x, long rows, int n);
  * floats (so out may be a channel slice of a wider concat buffer). Overwrites out. */
 void bilinear_forward(float *out, int out_pitch, const float *in, int b, int hi, int wi, int ho,
                       int wo, int c);
+/* Same, adding into out. */
+void bilinear_forward_add(float *out, int out_pitch, const float *in, int b, int hi, int wi,
+                          int ho, int wo, int c);
 void bilinear_backward(float *din, const float *dout, int out_pitch, int b, int hi, int wi, int ho,
                        int wo, int c);
 

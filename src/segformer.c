@@ -799,16 +799,11 @@ static int fused_head_forward(ls_model *m, ls_workspace *ws)
         ls_gemm(0, 0, d, c, d, 1.0f, wf, 4 * d, m->w + o->lin_w[i], c, 0.0f, wc, c);
         ls_gemm(0, 0, d, 1, d, 1.0f, wf, 4 * d, m->w + o->lin_b[i], 1, 0.0f, bc, 1);
         linear_forward(ws->lin[i], s->out, wc, bc, batch * s->n, c, d);
-        bilinear_forward(ws->cat + (size_t)i * d, 4 * d, ws->lin[i], batch, s->h, s->w, ws->h4,
-                         ws->w4, d);
-    }
-    long m1 = (long)batch * ws->h4 * ws->w4;
-#pragma omp parallel for schedule(static)
-    for (long r = 0; r < m1; r++) {
-        const float *in = ws->cat + (size_t)r * 4 * d;
-        float *out = ws->fuse + (size_t)r * d;
-        for (int ch = 0; ch < d; ch++)
-            out[ch] = in[ch] + in[d + ch] + in[2 * d + ch] + in[3 * d + ch];
+        /* Stage 1 is already on the 1/4 grid (an exact copy); the others add in upsampled. */
+        if (i == 0)
+            bilinear_forward(ws->fuse, d, ws->lin[i], batch, s->h, s->w, ws->h4, ws->w4, d);
+        else
+            bilinear_forward_add(ws->fuse, d, ws->lin[i], batch, s->h, s->w, ws->h4, ws->w4, d);
     }
     free(wc);
     free(bc);
