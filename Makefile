@@ -111,7 +111,7 @@ check: test
 # The main job: train the shipped configuration from scratch on the dataset (stage 1: 80 epochs,
 # stage 2: 30 more epochs at a lower learning rate from stage 1's best model; each keeps the model
 # with the best validation mIoU), then evaluate segmentation and cell types on each dataset's
-# test split. Writes runs/main/ (about an hour on 2 cores; see README).
+# test split. Writes runs/main/ (under an hour on 2 cores; see README).
 DATA ?= ../shared/data/segmentation_WBC
 MAIN_DIR ?= runs/main
 COMMON_ARGS := --balance --size 128 --batch 8 --threads 2
