@@ -100,21 +100,6 @@ int ls_cell_feature_count(const ls_model *m)
     return c[0] + c[1] + c[2] + c[3] + HAND_FEATURES;
 }
 
-/* Preprocesses img and runs the eval forward; the workspace keeps every stage's output. */
-static ls_status encode(ls_model *m, const ls_image *img, ls_workspace **ws, float **x,
-                        ls_error *err)
-{
-    ls_preproc pp;
-    ls_model_preproc(m, &pp);
-    *ws = NULL;
-    *x = malloc(sizeof(float) * 3 * pp.width * pp.height);
-    if (!*x) return ls_fail(err, LS_ERR_NOMEM, "out of memory preprocessing an image");
-    ls_status st = ls_preprocess(img, pp.width, pp.height, pp.mean, pp.std, *x, err);
-    if (st == LS_OK) st = ls_workspace_create(m, 1, pp.height, pp.width, 0, ws, err);
-    if (st == LS_OK) st = ls_model_forward(m, *ws, *x, 0, NULL, NULL, err);
-    return st;
-}
-
 /* Masked average pooling of stage outputs: each image pixel of a cell adds weight 1 to the grid
  * position it falls in (the image is resized onto the whole input, and stage i's grid has the
  * input's cumulative stride), so every grid cell weighs by the cell area it covers. */
@@ -559,11 +544,9 @@ ls_status ls_cells_features(ls_model *m, const ls_image *img, const ls_mask *mas
     ls_status st = check_sizes(img, mask, cells, err);
     if (st != LS_OK) return st;
     ls_workspace *ws = NULL;
-    float *x = NULL;
-    st = encode(m, img, &ws, &x, err);
+    st = ls_encode_image(m, img, &ws, err);
     if (st == LS_OK) st = cell_features(m, ws, img, mask, cells, features, err);
     ls_workspace_free(ws);
-    free(x);
     return st;
 }
 
@@ -952,26 +935,18 @@ ls_status ls_cells_analyze(ls_model *m, const ls_image *img, const ls_cell_param
     if (nl <= LS_NUCLEUS_CLASS)
         return ls_fail(err, LS_ERR_ARG, "cell analysis needs a model with background, cytoplasm "
                        "and nucleus classes; this one predicts %d", nl);
-    size_t npix = (size_t)img->w * img->h;
     ls_workspace *ws = NULL;
-    float *x = NULL, *f = NULL, *up = malloc(sizeof(float) * npix * nl);
-    ls_mask mask = {img->w, img->h, malloc(npix)};
-    ls_status st = !up || !mask.data ? ls_fail(err, LS_ERR_NOMEM, "out of memory analysing a "
-                                               "%dx%d image", img->w, img->h) : LS_OK;
-    if (st == LS_OK) st = encode(m, img, &ws, &x, err);
-    if (st == LS_OK) {
-        /* as ls_segment_image: one bilinear upsampling of the logits, then argmax */
-        bilinear_forward(up, nl, ws->logits, 1, ws->h4, ws->w4, img->h, img->w, nl);
-        ls_argmax(up, npix, nl, mask.data);
-        st = ls_cells_find(&mask, prm, cells, err);
-    }
+    float *f = NULL;
+    ls_mask mask = {0};
+    /* One forward serves both the segmentation and the cell features. */
+    ls_status st = ls_encode_image(m, img, &ws, err);
+    if (st == LS_OK) st = ls_mask_from_logits(m, ws, img->w, img->h, &mask, NULL, err);
+    if (st == LS_OK) st = ls_cells_find(&mask, prm, cells, err);
     int classify = ls_model_has_cell_classifier(m);
     if (st == LS_OK && (classify || features))
         st = cell_features(m, ws, img, &mask, cells, &f, err);
     if (st == LS_OK && classify) st = ls_cells_classify(m, f, threshold, cells, err);
     ls_workspace_free(ws);
-    free(x);
-    free(up);
     if (st == LS_OK && features) {
         *features = f;
         f = NULL;

@@ -48,41 +48,62 @@ void ls_argmax(const float *scores, size_t n, int k, uint8_t *labels)
     }
 }
 
-ls_status ls_segment_image(ls_model *model, const ls_image *img, ls_mask *mask, float **probs,
-                           ls_error *err)
+ls_status ls_encode_image(ls_model *model, const ls_image *img, ls_workspace **ws, ls_error *err)
 {
     ls_preproc pp;
     ls_model_preproc(model, &pp);
+    *ws = NULL;
+    float *x = malloc(sizeof(float) * 3 * pp.width * pp.height);
+    ls_status st = x ? LS_OK : ls_fail(err, LS_ERR_NOMEM, "out of memory preprocessing a %dx%d "
+                                       "image", img->w, img->h);
+    if (st == LS_OK) st = ls_preprocess(img, pp.width, pp.height, pp.mean, pp.std, x, err);
+    if (st == LS_OK) st = ls_workspace_create(model, 1, pp.height, pp.width, 0, ws, err);
+    if (st == LS_OK) st = ls_model_forward(model, *ws, x, 0, NULL, NULL, err);
+    free(x);
+    if (st != LS_OK) {
+        ls_workspace_free(*ws);
+        *ws = NULL;
+    }
+    return st;
+}
+
+ls_status ls_mask_from_logits(const ls_model *model, const ls_workspace *ws, int w, int h,
+                              ls_mask *mask, float **probs, ls_error *err)
+{
     int nl = model->cfg.num_labels;
+    size_t npix = (size_t)w * h;
     mask->data = NULL;
     if (probs) *probs = NULL;
-    size_t npix = (size_t)img->w * img->h;
-    float *x = malloc(sizeof(float) * 3 * pp.width * pp.height);
     float *up = malloc(sizeof(float) * npix * nl);
+    uint8_t *labels = malloc(npix);
+    if (!up || !labels) {
+        free(up);
+        free(labels);
+        return ls_fail(err, LS_ERR_NOMEM, "out of memory for a %dx%d mask", w, h);
+    }
+    /* One upsampling of the logits to the image size, then argmax (input-cases 8). */
+    bilinear_forward(up, nl, ws->logits, 1, ws->h4, ws->w4, h, w, nl);
+    ls_argmax(up, npix, nl, labels);
+    mask->w = w;
+    mask->h = h;
+    mask->data = labels;
+    if (probs) {
+        softmax_rows(up, (long)npix, nl);
+        *probs = up;
+    } else {
+        free(up);
+    }
+    return LS_OK;
+}
+
+ls_status ls_segment_image(ls_model *model, const ls_image *img, ls_mask *mask, float **probs,
+                           ls_error *err)
+{
+    mask->data = NULL;
+    if (probs) *probs = NULL;
     ls_workspace *ws = NULL;
-    ls_status st = (!x || !up) ? ls_fail(err, LS_ERR_NOMEM, "out of memory segmenting a %dx%d "
-                                         "image", img->w, img->h) : LS_OK;
-    if (st == LS_OK) st = ls_preprocess(img, pp.width, pp.height, pp.mean, pp.std, x, err);
-    if (st == LS_OK) st = ls_workspace_create(model, 1, pp.height, pp.width, 0, &ws, err);
-    if (st == LS_OK) st = ls_model_forward(model, ws, x, 0, NULL, NULL, err);
-    if (st == LS_OK) {
-        /* One upsampling of the logits to the image size, then argmax (input-cases 8). */
-        bilinear_forward(up, nl, ws->logits, 1, ws->h4, ws->w4, img->h, img->w, nl);
-        mask->data = malloc(npix);
-        if (!mask->data) st = ls_fail(err, LS_ERR_NOMEM, "out of memory for a mask");
-    }
-    if (st == LS_OK) {
-        mask->w = img->w;
-        mask->h = img->h;
-        ls_argmax(up, npix, nl, mask->data);
-        if (probs) {
-            softmax_rows(up, (long)npix, nl);
-            *probs = up;
-            up = NULL;
-        }
-    }
+    ls_status st = ls_encode_image(model, img, &ws, err);
+    if (st == LS_OK) st = ls_mask_from_logits(model, ws, img->w, img->h, mask, probs, err);
     ls_workspace_free(ws);
-    free(x);
-    free(up);
     return st;
 }

@@ -95,7 +95,6 @@ typedef struct {
 
 struct ls_workspace {
     int batch, h, w, training, h4, w4;
-    const float *input;     /* [B, 3, H, W] of the last forward (caller's memory) */
     stage_acts stage[4];
     /* decode head, M1 = B * h4 * w4 */
     float *lin[4];          /* [B*Ni, D] */
@@ -123,6 +122,15 @@ struct ls_workspace {
     float *arena;
     size_t arena_floats;
 };
+
+/* Inference building blocks shared by segmentation and cell analysis (src/infer.c).
+ * ls_encode_image: preprocess img as the model's metadata says and run the eval forward into a
+ * new batch-1 workspace (every stage's output stays in it).
+ * ls_mask_from_logits: that forward's logits upsampled once (bilinear, align_corners=False) to
+ * w x h, argmax into mask (malloc'd); probs (optional) receives the softmax [h*w*K]. */
+ls_status ls_encode_image(ls_model *model, const ls_image *img, ls_workspace **ws, ls_error *err);
+ls_status ls_mask_from_logits(const ls_model *model, const ls_workspace *ws, int w, int h,
+                              ls_mask *mask, float **probs, ls_error *err);
 
 /* Minimum input side: every stage must keep at least one key after sequence reduction. */
 int ls_min_input_side(const ls_config *cfg);

@@ -917,7 +917,6 @@ ls_status ls_model_forward(ls_model *m, ls_workspace *ws, const float *x, int tr
     ls_status st = check_finite(x, (size_t)ws->batch * m->cfg.num_channels * ws->h * ws->w,
                                 "the input tensor", err);
     if (st != LS_OK) return st;
-    ws->input = x;
     encoder_forward(m, ws, x, training, rng);
     decode_head_forward(m, ws, training, rng);
     int nl = m->cfg.num_labels;
