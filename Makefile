@@ -98,6 +98,9 @@ test-web: $(BUILD)/leukoseg
 tests: $(TEST_BIN)
 
 # Unit tests (fast); each binary exits non-zero on failure.
+# Tests with real data read it from here (tests/testutil.h, tests/e2e.sh).
+export LEUKOSEG_DATA ?= $(abspath $(CURDIR)/../shared/data/segmentation_WBC)
+
 test: $(TEST_BIN) $(BUILD)/leukoseg
 	@set -e; for t in $(TEST_BIN); do echo "== $$t"; $$t; done; echo "all unit tests passed"
 

@@ -9,7 +9,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#define WBC "/work/shared/data/segmentation_WBC"
 
 static ls_mask new_mask(int w, int h)
 {
@@ -270,12 +269,14 @@ static void check_field(ls_mask *crops, int n, int gap, const char *what)
 
 static void test_fields(void)
 {
-    if (access(WBC, R_OK) != 0) {
-        printf("skipping assembled fields: %s not found\n", WBC);
+    if (access(tu_wbc(""), R_OK) != 0) {
+        fprintf(stderr, "%s not found: set LEUKOSEG_DATA to the segmentation_WBC folder\n",
+                tu_wbc(""));
+        CHECK(!"real dataset present");
         return;
     }
     ls_error err;
-    const char *sets[2] = {WBC "/Dataset 1", WBC "/Dataset 2"};
+    const char *sets[2] = {tu_wbc("/Dataset 1"), tu_wbc("/Dataset 2")};
     for (int s = 0; s < 2; s++) {
         ls_dataset ds = {0};
         CHECK_OK(ls_dataset_add(&ds, sets[s], LS_SPLIT_TEST, NULL, &err), err);

@@ -1,5 +1,5 @@
 /* Datasets: layout detection, the fixed split, cell types, level maps, size checks, and the real
- * segmentation_WBC folder when it is present. */
+ * segmentation_WBC folder ($LEUKOSEG_DATA). */
 #include "leukoseg.h"
 #include "testutil.h"
 
@@ -8,7 +8,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define WBC "/work/shared/data/segmentation_WBC"
 
 static char tmpdir[64];
 
@@ -79,19 +78,21 @@ static int count_split(const char *root, ls_split split)
 static void test_real_dataset(void)
 {
     struct stat st;
-    if (stat(WBC "/Dataset 1", &st) != 0) {
-        printf("skip: %s is absent, real-dataset checks not run\n", WBC);
+    if (stat(tu_wbc("/Dataset 1"), &st) != 0) {
+        fprintf(stderr, "%s is absent: set LEUKOSEG_DATA to the segmentation_WBC folder\n",
+                tu_wbc(""));
+        CHECK(!"real dataset present");
         return;
     }
     /* Dataset 1 (300) + Dataset 2 (80 public): 60+20 test, 60+20 val, 180+40 train. */
-    CHECK(count_split(WBC, LS_SPLIT_TEST) == 80);
-    CHECK(count_split(WBC, LS_SPLIT_VAL) == 80);
-    CHECK(count_split(WBC, LS_SPLIT_TRAIN) == 220);
-    CHECK(count_split(WBC, LS_SPLIT_ALL) == 380);
+    CHECK(count_split(tu_wbc(""), LS_SPLIT_TEST) == 80);
+    CHECK(count_split(tu_wbc(""), LS_SPLIT_VAL) == 80);
+    CHECK(count_split(tu_wbc(""), LS_SPLIT_TRAIN) == 220);
+    CHECK(count_split(tu_wbc(""), LS_SPLIT_ALL) == 380);
 
     ls_dataset ds = {0};
     ls_error err = {""};
-    CHECK_OK(ls_dataset_add(&ds, WBC, LS_SPLIT_ALL, NULL, &err), err);
+    CHECK_OK(ls_dataset_add(&ds, tu_wbc(""), LS_SPLIT_ALL, NULL, &err), err);
     CHECK(ds.num_classes == 3 && ds.levels.num_levels == 3 && ds.levels.snap == 1);
     CHECK(ds.levels.levels[0] == 0 && ds.levels.levels[1] == 128 && ds.levels.levels[2] == 255);
     CHECK(ds.levels.ignore_value == -1);
@@ -105,8 +106,8 @@ static void test_real_dataset(void)
     /* Sorted by source, then id; Dataset 1 is source 0. */
     ls_sample *s0 = &ds.samples[0];
     CHECK(s0->source == 0 && s0->id == 1 && strcmp(s0->stem, "001") == 0 && s0->cell_type == 2);
-    CHECK(strcmp(s0->image_path, WBC "/Dataset 1/001.bmp") == 0);
-    CHECK(s0->mask_path && strcmp(s0->mask_path, WBC "/Dataset 1/001.png") == 0);
+    CHECK(strcmp(s0->image_path, tu_wbc("/Dataset 1/001.bmp")) == 0);
+    CHECK(s0->mask_path && strcmp(s0->mask_path, tu_wbc("/Dataset 1/001.png")) == 0);
     int types[6] = {0}, sources[2] = {0}, sorted = 1, i034 = -1;
     for (int i = 0; i < ds.n; i++) {
         ls_sample *s = &ds.samples[i];
@@ -145,9 +146,9 @@ static void test_real_dataset(void)
     CHECK(ds.n == 0 && ds.samples == NULL);
 
     /* One "Dataset N" folder, its CSV found in the parent; a second folder gets source 1. */
-    CHECK_OK(ls_dataset_add(&ds, WBC "/Dataset 1/", LS_SPLIT_TEST, NULL, &err), err);
+    CHECK_OK(ls_dataset_add(&ds, tu_wbc("/Dataset 1/"), LS_SPLIT_TEST, NULL, &err), err);
     CHECK(ds.n == 60 && ds.samples[0].cell_type == 2 && ds.samples[0].id == 1);
-    CHECK_OK(ls_dataset_add(&ds, WBC "/Dataset 2", LS_SPLIT_TEST, NULL, &err), err);
+    CHECK_OK(ls_dataset_add(&ds, tu_wbc("/Dataset 2"), LS_SPLIT_TEST, NULL, &err), err);
     CHECK(ds.n == 80 && ds.samples[79].source == 1 && ds.samples[59].source == 0);
     ls_dataset_free(&ds);
 }
@@ -279,8 +280,8 @@ static void test_roboflow(void)
     ls_mask_free(&m);
     /* A dataset keeps one level map: folders with other classes cannot join it. */
     struct stat st;
-    if (stat(WBC, &st) == 0) {
-        CHECK(ls_dataset_add(&ds, WBC, LS_SPLIT_TEST, NULL, &err) == LS_ERR_ARG);
+    if (stat(tu_wbc(""), &st) == 0) {
+        CHECK(ls_dataset_add(&ds, tu_wbc(""), LS_SPLIT_TEST, NULL, &err) == LS_ERR_ARG);
         CHECK(strstr(err.msg, "3 classes") && ds.n == 2);
     }
     ls_dataset_free(&ds);

@@ -18,6 +18,20 @@ static int tu_failures = 0;
 #define CHECK_OK(expr, err) do { ls_status tu_st = (expr); if (tu_st != LS_OK) { \
     fprintf(stderr, "%s:%d: %s failed (%d): %s\n", __FILE__, __LINE__, #expr, (int)tu_st, \
     (err).msg); tu_failures++; } } while (0)
+/* A path inside the segmentation_WBC folder: $LEUKOSEG_DATA (the Makefile exports the folder
+ * beside the repository, ../shared/data/segmentation_WBC) followed by sub. Four rotating buffers,
+ * so one expression may hold several. */
+static const char *tu_wbc(const char *sub)
+{
+    static char buf[4][2048];
+    static int next = 0;
+    const char *root = getenv("LEUKOSEG_DATA");
+    char *out = buf[next++ % 4];
+    snprintf(out, sizeof buf[0], "%s%s", root && *root ? root : "../shared/data/segmentation_WBC",
+             sub);
+    return out;
+}
+
 #define TEST_DONE() do { if (tu_failures) { fprintf(stderr, "%d check(s) failed\n", tu_failures); \
     return 1; } printf("ok\n"); return 0; } while (0)
 #endif
