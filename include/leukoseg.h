@@ -185,6 +185,14 @@ ls_status ls_augment_sample(const ls_augment *aug, ls_rng *rng, const ls_image *
                             const ls_mask *mask, const float mean[3], const float std[3],
                             float *x, uint8_t *labels, ls_error *err);
 
+/* The 8 symmetries of the square, for training on every orientation of a cell (a smear has no
+ * up or left). view (0..LS_DIHEDRAL_VIEWS-1): bit 0 mirrors left-right, bit 1 mirrors top-bottom,
+ * bit 2 then transposes (so the output is h x w); view 0 is a copy. mask may be NULL or hold no
+ * data (out_mask then holds none); otherwise it must be the image's size. */
+#define LS_DIHEDRAL_VIEWS 8
+ls_status ls_dihedral(const ls_image *img, const ls_mask *mask, int view, ls_image *out_img,
+                      ls_mask *out_mask, ls_error *err);
+
 /* Deterministic eval view: resize image to w x h (ls_image_resize), scale by 1/255, normalise.
  * x is [3, h, w]. */
 ls_status ls_preprocess(const ls_image *img, int w, int h, const float mean[3], const float std[3],
@@ -501,8 +509,8 @@ ls_status ls_cells_features(ls_model *model, const ls_image *img, const ls_mask 
                             const ls_cells *cells, float **features, ls_error *err);
 
 /* Fits the classifier: softmax regression on standardised features, L2 1e-2 (pooled encoder
- * features penalised more), class weights n / (5 n_c) capped at 10, full-batch gradient descent
- * with backtracking. types are 1..5; all cells form one domain (see ls_celltype_train). Stores
+ * features penalised more), class weights n / (5 n_c) capped at 10, L-BFGS with backtracking.
+ * types are 1..5; all cells form one domain (see ls_celltype_train). Stores
  * cell_classifier.{weight [5, F], bias [5], feature_mean [F], feature_std [F], domain_mean and
  * domain_std [K, F] or [F]} and the "cell_classifier" metadata in the model. */
 ls_status ls_celltype_fit(ls_model *model, const float *features, const int *types, int n,
@@ -511,12 +519,39 @@ ls_status ls_celltype_fit(ls_model *model, const float *features, const int *typ
 ls_status ls_cells_classify(const ls_model *model, const float *features, double threshold,
                             ls_cells *cells, ls_error *err);
 
-/* Trains the classifier on the labelled samples of a dataset (ls_sample.cell_type 1..5): two
- * rows per image, the largest cell of the model's predicted mask (as count --eval scores it) and
- * the largest ground-truth cell (when the sample has a mask). Each source folder is a domain
- * whose features are normalised by their per-type centre and within-type spread; a cell to
- * classify takes the domain nearest by its image-background features. */
+/* Trains the classifier on the labelled samples of a dataset (ls_sample.cell_type 1..5): in each
+ * of the 8 dihedral views of an image (ls_dihedral) two rows, the largest cell of the model's
+ * predicted mask (as count --eval scores it) and the largest ground-truth cell (when the sample
+ * has a mask). Each source folder is a domain whose features are normalised by their per-type
+ * centre and within-type spread; a cell to classify takes the domain nearest by its
+ * image-background features. */
 ls_status ls_celltype_train(ls_model *model, const ls_dataset *train, ls_error *err);
+
+/* Options of the classifier's training. views: the first 1..8 dihedral views of each image
+ * (8, all of them, by default). cv_folds >= 2 first cross-validates the recipe: cv_repeats
+ * times, each domain's labelled images are dealt out to cv_folds folds in an order drawn from
+ * cv_seed; each fold's images (all their views and rows) are held out, the classifier is fitted
+ * on the rest and types the held-out images' predicted cells of the unrotated view, as
+ * count --eval does. cv_folds 0: no cross-validation. */
+typedef struct {
+    int views;
+    int cv_folds, cv_repeats;
+    uint64_t cv_seed;
+} ls_celltype_options;
+/* views 8, cv_folds 0, cv_repeats 4, cv_seed 1. */
+ls_celltype_options ls_celltype_options_default(void);
+
+#define LS_CV_MAX_DOMAINS 16
+typedef struct {
+    int domains;                                        /* image folders, in order of appearance */
+    char domain_names[LS_CV_MAX_DOMAINS][64];           /* each folder's last path component */
+    int confusion[LS_CV_MAX_DOMAINS][LS_CELL_TYPES][LS_CELL_TYPES]; /* [domain][truth][predicted],
+                                                           summed over the repeats */
+} ls_cell_cv;
+/* ls_celltype_train with options; the cross-validation, when asked for, goes into cv before the
+ * final fit on all the samples (the features are computed once for both). */
+ls_status ls_celltype_train_opts(ls_model *model, const ls_dataset *train,
+                                 const ls_celltype_options *opt, ls_cell_cv *cv, ls_error *err);
 
 #ifdef __cplusplus
 }

@@ -282,3 +282,41 @@ ls_status ls_preprocess(const ls_image *img, int w, int h, const float mean[3], 
     ls_image_free(&rs);
     return LS_OK;
 }
+
+ls_status ls_dihedral(const ls_image *img, const ls_mask *mask, int view, ls_image *out_img,
+                      ls_mask *out_mask, ls_error *err)
+{
+    memset(out_img, 0, sizeof *out_img);
+    if (out_mask) memset(out_mask, 0, sizeof *out_mask);
+    if (view < 0 || view >= LS_DIHEDRAL_VIEWS)
+        return ls_fail(err, LS_ERR_ARG, "dihedral view %d is not 0..%d", view,
+                       LS_DIHEDRAL_VIEWS - 1);
+    ls_status st = check_image(img, err);
+    if (st != LS_OK) return st;
+    int has_mask = mask && mask->data;
+    if (has_mask && (mask->w != img->w || mask->h != img->h))
+        return ls_fail(err, LS_ERR_SHAPE, "dihedral view: mask %dx%d differs from image %dx%d",
+                       mask->w, mask->h, img->w, img->h);
+    int w = img->w, h = img->h, transpose = view & 4;
+    int ow = transpose ? h : w, oh = transpose ? w : h;
+    size_t npix = (size_t)w * h;
+    out_img->data = malloc(npix * 3);
+    uint8_t *labels = has_mask && out_mask ? malloc(npix) : NULL;
+    if (!out_img->data || (has_mask && out_mask && !labels)) {
+        free(out_img->data);
+        out_img->data = NULL;
+        free(labels);
+        return ls_fail(err, LS_ERR_NOMEM, "out of memory for a %dx%d dihedral view", w, h);
+    }
+    out_img->w = ow, out_img->h = oh;
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) {
+            int mx = view & 1 ? w - 1 - x : x, my = view & 2 ? h - 1 - y : y;
+            size_t dst = transpose ? (size_t)mx * ow + my : (size_t)my * ow + mx;
+            size_t src = (size_t)y * w + x;
+            memcpy(out_img->data + dst * 3, img->data + src * 3, 3);
+            if (labels) labels[dst] = mask->data[src];
+        }
+    if (labels) out_mask->w = ow, out_mask->h = oh, out_mask->data = labels;
+    return LS_OK;
+}

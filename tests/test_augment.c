@@ -290,6 +290,53 @@ static void test_errors(void)
     ls_mask_free(&m);
 }
 
+/* A 3x2 image whose pixel (x, y) holds 10 * y + x in every channel, and a mask of the same
+ * values: each of the 8 views must put pixel (x, y) where its mirrors and transpose say. */
+static void test_dihedral(void)
+{
+    ls_error err = {{0}};
+    enum { W = 3, H = 2 };
+    uint8_t pix[W * H * 3], lab[W * H];
+    for (int y = 0; y < H; y++)
+        for (int x = 0; x < W; x++) {
+            lab[y * W + x] = (uint8_t)(10 * y + x);
+            memset(pix + (y * W + x) * 3, 10 * y + x, 3);
+        }
+    ls_image img = {W, H, pix};
+    ls_mask mask = {W, H, lab};
+    /* view 6 = mirror top-bottom, then transpose: row 0 of the output is column 0 read upwards */
+    static const uint8_t view6[W * H] = {10, 0, 11, 1, 12, 2};
+    for (int v = 0; v < LS_DIHEDRAL_VIEWS; v++) {
+        ls_image out = {0};
+        ls_mask out_mask = {0};
+        CHECK_OK(ls_dihedral(&img, &mask, v, &out, &out_mask, &err), err);
+        int tr = v & 4;
+        CHECK(out.w == (tr ? H : W) && out.h == (tr ? W : H));
+        CHECK(out_mask.w == out.w && out_mask.h == out.h && out_mask.data);
+        for (int y = 0; y < H && out.data && out_mask.data; y++)
+            for (int x = 0; x < W; x++) {
+                int mx = v & 1 ? W - 1 - x : x, my = v & 2 ? H - 1 - y : y;
+                int ox = tr ? my : mx, oy = tr ? mx : my;
+                CHECK(out_mask.data[oy * out.w + ox] == 10 * y + x);
+                CHECK(out.data[(oy * out.w + ox) * 3 + 2] == 10 * y + x);
+            }
+        if (v == 6 && out_mask.data) CHECK(memcmp(out_mask.data, view6, sizeof view6) == 0);
+        if (v == 0 && out.data) CHECK(memcmp(out.data, pix, sizeof pix) == 0);
+        ls_image_free(&out);
+        ls_mask_free(&out_mask);
+    }
+    ls_image out = {0};
+    ls_mask out_mask = {0};
+    CHECK_OK(ls_dihedral(&img, NULL, 5, &out, &out_mask, &err), err);
+    CHECK(out_mask.data == NULL && out.w == H && out.data[0] == 2);
+    ls_image_free(&out);
+    CHECK(ls_dihedral(&img, &mask, 8, &out, &out_mask, &err) == LS_ERR_ARG);
+    CHECK(strstr(err.msg, "view 8") != NULL && out.data == NULL);
+    ls_mask small = {2, 2, lab};
+    CHECK(ls_dihedral(&img, &small, 1, &out, &out_mask, &err) == LS_ERR_SHAPE);
+    CHECK(strstr(err.msg, "2x2") != NULL && out.data == NULL && out_mask.data == NULL);
+}
+
 int main(void)
 {
     test_defaults();
@@ -299,5 +346,6 @@ int main(void)
     test_matches_preprocess();
     test_colour_jitter();
     test_errors();
+    test_dihedral();
     TEST_DONE();
 }
