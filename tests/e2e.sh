@@ -1,7 +1,8 @@
 #!/bin/bash
 # End-to-end checks of the leukoseg command line on the real dataset:
 #  1. the shipped model meets the floors on each dataset's test split (mIoU >= 0.88,
-#     whole-cell Dice >= 0.96) through `leukoseg eval --json`;
+#     whole-cell Dice >= 0.96) through `leukoseg eval --json`, and its cell types theirs
+#     (count --eval, and train-cells --cv on train+val);
 #  2. `segment` on real images writes masks and overlays of exactly the input size;
 #  3. a short training run on a few real images lowers the loss, and --resume continues;
 #  4. bad input (corrupt and truncated images, mismatched sizes, unknown mask levels, a damaged
@@ -39,6 +40,34 @@ for set in "Dataset 1" "Dataset 2"; do
         fail "eval on $set exited non-zero"
     fi
 done
+
+# Cell types: the shipped classifier's test-split accuracy stays at the README's figures (floors
+# one cell below them), and cross-validation of the training recipe on train+val (one view,
+# one repeat: quick) keeps its floors.
+for pair in "Dataset 1:0.93" "Dataset 2:0.75"; do
+    set=${pair%%:*} floor=${pair##*:}
+    if "$bin" count --eval --json --model "$model" --data "$data/$set" --split test \
+            > "$tmp/types.json" 2> /dev/null; then
+        acc=$(json_get "$tmp/types.json" "['accuracy']")
+        if python3 -c "import sys; sys.exit(not float('$acc') >= $floor)"
+        then pass "$set cell types, test split: accuracy $acc (floor $floor)"
+        else fail "$set cell types, test split: accuracy $acc below $floor"; fi
+    else
+        fail "count --eval on $set exited non-zero"
+    fi
+done
+if "$bin" train-cells --model "$model" --data "$data" --views 1 --cv 5 --cv-repeats 1 \
+        --out "$tmp/cv.safetensors" > "$tmp/cv.out" 2> "$tmp/cv.err"; then
+    for pair in "Dataset 1:0.88" "Dataset 2:0.65"; do
+        set=${pair%%:*} floor=${pair##*:}
+        acc=$(awk -v s="$set:" 'index($0, s) == 1 {print $4}' "$tmp/cv.out")
+        if [ -n "$acc" ] && python3 -c "import sys; sys.exit(not float('$acc') >= $floor)"
+        then pass "$set cell types, 5-fold CV on train+val: accuracy $acc (floor $floor)"
+        else fail "$set cell types, 5-fold CV: accuracy '$acc' below $floor"; fi
+    done
+else
+    fail "train-cells --cv exited non-zero: $(head -c 300 "$tmp/cv.err")"
+fi
 
 # A split list file picks exactly the images it names.
 printf 'Dataset 2/041\nDataset 1/007\n' > "$tmp/list.txt"
