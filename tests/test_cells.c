@@ -414,6 +414,21 @@ static void test_fit_and_file(ls_model *m)
     int types_bad[1] = {6};
     CHECK(ls_celltype_fit(m, x, types_bad, 1, &err) == LS_ERR_ARG);
     CHECK(ls_celltype_fit(m, x, t + 3, 1, &err) == LS_ERR_ARG); /* one type only */
+    /* training options are checked before any image is read */
+    ls_dataset none = {0};
+    ls_cell_cv cv;
+    ls_celltype_options o = ls_celltype_options_default();
+    CHECK(o.views == LS_DIHEDRAL_VIEWS && o.cv_folds == 0 && o.cv_repeats == 4);
+    o.views = 0;
+    CHECK(ls_celltype_train_opts(m, &none, &o, &cv, &err) == LS_ERR_ARG);
+    CHECK(strstr(err.msg, "views must be 1..8, got 0") != NULL);
+    o = ls_celltype_options_default();
+    o.cv_folds = 1;
+    CHECK(ls_celltype_train_opts(m, &none, &o, &cv, &err) == LS_ERR_ARG);
+    CHECK(strstr(err.msg, "got 1 folds") != NULL);
+    o.cv_folds = 0;
+    CHECK(ls_celltype_train_opts(m, &none, &o, &cv, &err) == LS_ERR_ARG);
+    CHECK(strstr(err.msg, "none of the 0 samples") != NULL);
 
     char path[] = "/tmp/leukoseg_test_cells_XXXXXX";
     int fd = mkstemp(path);
