@@ -41,6 +41,11 @@ static const char *count_help =
     "confidence, and the unidentified share at the threshold is reported beside it).\n"
     "\n"
     "  --model M         model file with a cell classifier (default: the shipped model)\n"
+    "  --json            one JSON object on stdout instead of CSV (with --eval: the metrics)\n"
+    "  --split S         train, val, test or all: which images of a dataset folder\n"
+    "  --eval            score cell types against the class labels (see above)\n"
+    "  --data DIR        with --eval: dataset folder, repeatable (default:\n"
+    "                    ../shared/data/segmentation_WBC beside the repository)\n"
     "  --min-area N      smallest cell in pixels (default 100)\n"
     "  --threshold X     confidence below which a cell is unidentified (default: the model's)\n"
     "  --exclude-border  leave cells touching the image border out of the table and summary\n";
@@ -54,13 +59,20 @@ static const char *train_cells_help =
     "and the ground-truth cell, their features pooled from the model's encoder stages plus\n"
     "morphology and background-relative colour, normalised per dataset folder, and a\n"
     "class-weighted softmax regression; every image counts in its 8 flips and quarter turns.\n"
-    "Writes the model with the classifier to FILE (default: overwrites M, atomically).\n"
+    "An image listed twice (the same folder or split given twice) is used once.\n"
     "\n"
+    "  --model M         segmentation model (default: the shipped model)\n"
+    "  --data DIR        dataset folder with class labels, repeatable (default:\n"
+    "                    ../shared/data/segmentation_WBC beside the repository)\n"
+    "  --split S[,S]     splits to learn from (default train,val)\n"
+    "  --out FILE        where to write the model with the classifier (default: overwrite M,\n"
+    "                    atomically; with --cv nothing is written unless --out is given)\n"
     "  --views V         use the first V of the 8 views (1: the image as it is; default 8)\n"
     "  --cv K            first cross-validate the recipe on the same images: K folds per dataset\n"
     "                    folder, grouped by image; each held-out image's largest predicted cell\n"
-    "                    is typed as count --eval does. Prints accuracy and the confusion matrix\n"
-    "                    per folder (the way to compare settings without touching the test split)\n"
+    "                    is typed as count --eval does (no cell found counts as wrong). Prints\n"
+    "                    accuracy and the confusion matrix per folder: the way to compare\n"
+    "                    settings without touching the test split\n"
     "  --cv-repeats R    repeat the K folds R times with new random folds (default 4)\n"
     "  --seed N          seed of the folds (default 1)\n";
 
@@ -535,17 +547,21 @@ int cmd_count(int argc, char **argv)
 
 static void print_cv(const ls_cell_cv *cv, const ls_celltype_options *opt)
 {
-    printf("cross-validation: %d folds x %d repeats (seed %llu), each image typed once per "
-           "repeat\n", opt->cv_folds, opt->cv_repeats, (unsigned long long)opt->cv_seed);
+    printf("cross-validation: %d folds x %d repeat%s (seed %llu), each image typed once per "
+           "repeat\n", opt->cv_folds, opt->cv_repeats, opt->cv_repeats == 1 ? "" : "s",
+           (unsigned long long)opt->cv_seed);
     for (int d = 0; d < cv->domains; d++) {
-        long total = 0, correct = 0;
+        long total = cv->no_cell[d], correct = 0;
         for (int t = 0; t < LS_CELL_TYPES; t++)
             for (int p = 0; p < LS_CELL_TYPES; p++) {
                 total += cv->confusion[d][t][p];
                 correct += t == p ? cv->confusion[d][t][p] : 0;
             }
-        printf("%s: accuracy %.4f (%ld of %ld)\n", cv->domain_names[d],
-               total ? (double)correct / (double)total : NAN, correct, total);
+        const char *name = strrchr(cv->domain_names[d], '/');
+        printf("%s: accuracy %.4f (%ld of %ld; %d without a cell) in %s\n",
+               name ? name + 1 : cv->domain_names[d],
+               total ? (double)correct / (double)total : NAN, correct, total, cv->no_cell[d],
+               cv->domain_names[d]);
         printf("  rows truth, columns prediction:");
         for (int p = 1; p <= LS_CELL_TYPES; p++) printf(" %.6s", ls_cell_type_name(p));
         printf("\n");
@@ -597,13 +613,16 @@ int cmd_train_cells(int argc, char **argv)
         }
     }
     if (!ndata) data[ndata++] = default_data_path();
-    if (!out) out = model_path;
+    if (!out && !cv_opt.cv_folds) out = model_path;
+    char list[256];
+    if (strlen(splits) >= sizeof list)
+        return cli_usage_error("train-cells", "--split is %zu characters long; at most %zu",
+                               strlen(splits), sizeof list - 1);
+    snprintf(list, sizeof list, "%s", splits);
     ls_model *m = NULL;
     ls_dataset ds = {0};
     ls_status st = cli_load_model(model_path, &m, &err);
     /* Each named split of each folder; one folder added twice stays one domain (by folder). */
-    char list[64];
-    snprintf(list, sizeof list, "%s", splits);
     for (char *save = NULL, *name = strtok_r(list, ",", &save); st == LS_OK && name;
          name = strtok_r(NULL, ",", &save)) {
         ls_split split;
@@ -619,14 +638,16 @@ int cmd_train_cells(int argc, char **argv)
         progress_done();
         if (st == LS_OK && cv_opt.cv_folds) print_cv(&cv, &cv_opt);
     }
-    if (st == LS_OK) st = ls_model_save(m, out, &err);
+    if (st == LS_OK && out) st = ls_model_save(m, out, &err);
     if (st == LS_OK) {
         cJSON *meta = cJSON_Parse(ls_model_get_meta(m, "cell_classifier"));
         const cJSON *n = cJSON_GetObjectItemCaseSensitive(meta, "train_samples");
         const cJSON *acc = cJSON_GetObjectItemCaseSensitive(meta, "train_accuracy");
-        printf("cell classifier fitted on %d cells of the %s split(s) (training accuracy %.4f); "
-               "written to %s\n", cJSON_IsNumber(n) ? n->valueint : 0, splits,
-               cJSON_IsNumber(acc) ? acc->valuedouble : NAN, out);
+        printf("cell classifier fitted on %d rows (the predicted and the ground-truth cell of "
+               "each image in %d view%s) of the %s split(s), training accuracy %.4f; %s%s\n",
+               cJSON_IsNumber(n) ? n->valueint : 0, cv_opt.views, cv_opt.views == 1 ? "" : "s",
+               splits, cJSON_IsNumber(acc) ? acc->valuedouble : NAN,
+               out ? "written to " : "not written (give --out FILE to keep it)", out ? out : "");
         cJSON_Delete(meta);
     }
     int rc = st == LS_OK ? 0 : cli_error("train-cells", &err);

@@ -532,7 +532,8 @@ ls_status ls_celltype_train(ls_model *model, const ls_dataset *train, ls_error *
  * times, each domain's labelled images are dealt out to cv_folds folds in an order drawn from
  * cv_seed; each fold's images (all their views and rows) are held out, the classifier is fitted
  * on the rest and types the held-out images' predicted cells of the unrotated view, as
- * count --eval does. cv_folds 0: no cross-validation. */
+ * count --eval does (an image where no cell is found counts as wrong). An image listed twice in
+ * train is used once. cv_folds 0: no cross-validation. */
 typedef struct {
     int views;
     int cv_folds, cv_repeats;
@@ -543,10 +544,11 @@ ls_celltype_options ls_celltype_options_default(void);
 
 #define LS_CV_MAX_DOMAINS 16
 typedef struct {
-    int domains;                                        /* image folders, in order of appearance */
-    char domain_names[LS_CV_MAX_DOMAINS][64];           /* each folder's last path component */
-    int confusion[LS_CV_MAX_DOMAINS][LS_CELL_TYPES][LS_CELL_TYPES]; /* [domain][truth][predicted],
-                                                           summed over the repeats */
+    int domains;                              /* image folders, in order of appearance */
+    char domain_names[LS_CV_MAX_DOMAINS][512]; /* each folder's path */
+    /* [domain][truth][predicted], summed over the repeats */
+    int confusion[LS_CV_MAX_DOMAINS][LS_CELL_TYPES][LS_CELL_TYPES];
+    int no_cell[LS_CV_MAX_DOMAINS];           /* held-out images where no cell was found */
 } ls_cell_cv;
 /* ls_celltype_train with options; the cross-validation, when asked for, goes into cv before the
  * final fit on all the samples (the features are computed once for both). */

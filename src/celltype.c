@@ -1028,6 +1028,8 @@ typedef struct {
     int n, f, cap;
     float *x;
     int *type, *dom, *image, *scored;
+    int nsamples;
+    int *sample_dom; /* [nsamples] domain of each labelled image used, -1 for the rest */
     int ndom;
     char *domain_names[MAX_DOMAINS];
 } train_rows;
@@ -1035,6 +1037,7 @@ typedef struct {
 static void train_rows_free(train_rows *r)
 {
     free(r->x), free(r->type), free(r->dom), free(r->image), free(r->scored);
+    free(r->sample_dom);
     for (int d = 0; d < r->ndom; d++) free(r->domain_names[d]);
 }
 
@@ -1098,7 +1101,9 @@ static int sample_domain(const ls_dataset *ds, int i, train_rows *r)
 /* Each labelled image gives up to two rows (add_view_rows) in each of its first `views` dihedral
  * views: the encoder features are not rotation invariant, and a smear has no preferred
  * orientation. Both kinds of row and the 8 views were chosen by cross-validation on the
- * train+val splits of segmentation_WBC (train-cells --cv, README). */
+ * train+val splits of segmentation_WBC (train-cells --cv, README). An image listed twice (one
+ * folder added twice, or split "all" with "train") is used once, so it can neither weigh double
+ * nor sit on both sides of a cross-validation fold. */
 static ls_status collect_rows(ls_model *m, const ls_dataset *ds, int views, train_rows *r,
                               ls_error *err)
 {
@@ -1116,14 +1121,22 @@ static ls_status collect_rows(ls_model *m, const ls_dataset *ds, int views, trai
     r->x = malloc(sizeof(float) * (size_t)r->cap * r->f);
     r->type = malloc(sizeof(int) * r->cap), r->dom = malloc(sizeof(int) * r->cap);
     r->image = malloc(sizeof(int) * r->cap), r->scored = malloc(sizeof(int) * r->cap);
-    if (!r->x || !r->type || !r->dom || !r->image || !r->scored)
+    r->nsamples = ds->n;
+    r->sample_dom = malloc(sizeof(int) * (ds->n ? ds->n : 1));
+    if (!r->x || !r->type || !r->dom || !r->image || !r->scored || !r->sample_dom)
         return ls_fail(err, LS_ERR_NOMEM, "out of memory for %d training cells", r->cap);
     ls_status st = LS_OK;
+    for (int i = 0; i < ds->n; i++) r->sample_dom[i] = -1;
     for (int i = 0; st == LS_OK && i < ds->n; i++) {
-        int t = ds->samples[i].cell_type, d;
+        int t = ds->samples[i].cell_type, d, seen = 0;
         if (t < 1 || t > LS_CELL_TYPES) continue;
+        for (int j = 0; j < i && !seen; j++)
+            seen = r->sample_dom[j] >= 0 &&
+                   !strcmp(ds->samples[j].image_path, ds->samples[i].image_path);
+        if (seen) continue;
         if ((d = sample_domain(ds, i, r)) < 0)
             return ls_fail(err, LS_ERR_NOMEM, "out of memory for training cells");
+        r->sample_dom[i] = d;
         ls_image img = {0};
         ls_mask gt = {0};
         long snapped = 0;
@@ -1164,71 +1177,81 @@ static ls_status fit_rows(ls_model *m, const train_rows *r, const uint8_t *keep,
     return st;
 }
 
-/* Scores the held-out rows (held[i] and scored) with the model's current classifier, through
- * the inference path (ls_cells_classify, domain by nearest background), into cv. */
-static ls_status score_held(const ls_model *m, const train_rows *r, const uint8_t *held,
+/* Types the held-out images (fold[image] == f) through the inference path (ls_cells_classify,
+ * domain by nearest background) from their scored row, into cv; a held-out image without one
+ * (no cell found) counts in no_cell, as count --eval counts it wrong. */
+static ls_status score_held(const ls_model *m, const train_rows *r, const int *fold, int f,
                             ls_cell_cv *cv, ls_error *err)
 {
     ls_cells cells = {0};
     cells.cells = calloc(1, sizeof(ls_cell));
-    if (!cells.cells) return ls_fail(err, LS_ERR_NOMEM, "out of memory scoring held-out cells");
+    uint8_t *typed = calloc(r->nsamples ? (size_t)r->nsamples : 1, 1);
+    ls_status st = cells.cells && typed ? LS_OK : ls_fail(err, LS_ERR_NOMEM, "out of memory "
+                                                           "scoring held-out cells");
     cells.n = 1;
-    ls_status st = LS_OK;
     for (int i = 0; st == LS_OK && i < r->n; i++) {
-        if (!held[i] || !r->scored[i]) continue;
+        if (fold[r->image[i]] != f || !r->scored[i]) continue;
         st = ls_cells_classify(m, r->x + (size_t)i * r->f, 0.0, &cells, err);
-        int d = r->dom[i] < LS_CV_MAX_DOMAINS ? r->dom[i] : LS_CV_MAX_DOMAINS - 1;
-        if (st == LS_OK) cv->confusion[d][r->type[i] - 1][cells.cells[0].predicted - 1]++;
+        if (st == LS_OK) cv->confusion[r->dom[i]][r->type[i] - 1][cells.cells[0].predicted - 1]++;
+        typed[r->image[i]] = 1;
     }
+    for (int i = 0; st == LS_OK && i < r->nsamples; i++)
+        if (fold[i] == f && !typed[i]) cv->no_cell[r->sample_dom[i]]++;
     free(cells.cells);
+    free(typed);
     return st;
 }
 
+/* Deals each domain's images out to the folds in a random order: fold[sample] = 0..folds-1 for
+ * the images used, -1 for the rest. order: scratch of nsamples ints. */
+static void deal_folds(const train_rows *r, int folds, ls_rng *rng, int *fold, int *order)
+{
+    for (int i = 0; i < r->nsamples; i++) fold[i] = -1;
+    for (int d = 0; d < r->ndom; d++) {
+        int k = 0;
+        for (int i = 0; i < r->nsamples; i++)
+            if (r->sample_dom[i] == d) order[k++] = i;
+        for (int i = k - 1; i > 0; i--) { /* Fisher-Yates */
+            int j = ls_rng_int(rng, i + 1), t = order[i];
+            order[i] = order[j], order[j] = t;
+        }
+        for (int i = 0; i < k; i++) fold[order[i]] = i % folds;
+    }
+}
+
 /* Repeated k-fold cross-validation grouped by image: each repeat deals every domain's images
- * out to the folds in a seeded random order; each fold's images are held out (all their views
- * and both kinds of row), the classifier is fitted on the rest and scores the held-out images'
- * predicted cells. Leaves the last fold's classifier in the model. */
-static ls_status cross_validate(ls_model *m, const train_rows *r, int nsamples, int folds,
-                                int repeats, uint64_t seed, ls_cell_cv *cv, ls_error *err)
+ * out to the folds; each fold's images are held out (all their views and both kinds of row),
+ * the classifier is fitted on the rest and types the held-out images' predicted cells. Leaves
+ * the last fold's classifier in the model. */
+static ls_status cross_validate(ls_model *m, const train_rows *r, int folds, int repeats,
+                                uint64_t seed, ls_cell_cv *cv, ls_error *err)
 {
     memset(cv, 0, sizeof *cv);
-    cv->domains = r->ndom < LS_CV_MAX_DOMAINS ? r->ndom : LS_CV_MAX_DOMAINS;
-    for (int d = 0; d < cv->domains; d++) {
-        const char *name = strrchr(r->domain_names[d], '/');
-        snprintf(cv->domain_names[d], sizeof cv->domain_names[d], "%s",
-                 name ? name + 1 : r->domain_names[d]);
-    }
-    int *fold = malloc(sizeof(int) * (nsamples ? nsamples : 1));
-    int *order = malloc(sizeof(int) * (nsamples ? nsamples : 1));
-    uint8_t *held = malloc(r->n ? r->n : 1), *keep = malloc(r->n ? r->n : 1);
-    ls_status st = fold && order && held && keep ? LS_OK : ls_fail(err, LS_ERR_NOMEM, "out of "
-                                                                   "memory cross-validating");
+    cv->domains = r->ndom;
+    for (int d = 0; d < cv->domains; d++)
+        snprintf(cv->domain_names[d], sizeof cv->domain_names[d], "%s", r->domain_names[d]);
+    size_t ns = r->nsamples ? (size_t)r->nsamples : 1;
+    int *fold = malloc(sizeof(int) * ns), *order = malloc(sizeof(int) * ns);
+    uint8_t *keep = malloc(r->n ? (size_t)r->n : 1);
+    ls_status st = fold && order && keep ? LS_OK : ls_fail(err, LS_ERR_NOMEM, "out of memory "
+                                                           "cross-validating");
     ls_rng rng;
     ls_rng_seed(&rng, seed);
     for (int rep = 0; st == LS_OK && rep < repeats; rep++) {
-        for (int d = 0; d < r->ndom; d++) { /* shuffle this domain's images, deal them out */
-            int k = 0;
-            for (int i = 0; i < nsamples; i++) fold[i] = -1;
-            for (int i = 0; i < r->n; i++)
-                if (r->dom[i] == d && fold[r->image[i]] == -1) fold[r->image[i]] = -2;
-            for (int i = 0; i < nsamples; i++)
-                if (fold[i] == -2) order[k++] = i;
-            for (int i = k - 1; i > 0; i--) {
-                int j = ls_rng_int(&rng, i + 1), t = order[i];
-                order[i] = order[j], order[j] = t;
-            }
-            for (int i = 0; i < k; i++) fold[order[i]] = i % folds;
-            for (int i = 0; i < r->n; i++)
-                if (r->dom[i] == d) held[i] = (uint8_t)fold[r->image[i]];
-        }
+        deal_folds(r, folds, &rng, fold, order);
         for (int f = 0; st == LS_OK && f < folds; f++) {
-            for (int i = 0; i < r->n; i++) keep[i] = held[i] != f;
+            for (int i = 0; i < r->n; i++) keep[i] = fold[r->image[i]] != f;
             st = fit_rows(m, r, keep, err);
-            for (int i = 0; i < r->n; i++) keep[i] = !keep[i];
-            if (st == LS_OK) st = score_held(m, r, keep, cv, err);
+            if (st != LS_OK) {
+                char why[sizeof err->msg];
+                snprintf(why, sizeof why, "%s", err->msg);
+                st = ls_fail(err, st, "cross-validation, repeat %d, fold %d of %d: %s (try "
+                             "fewer folds or another seed)", rep + 1, f + 1, folds, why);
+            }
+            if (st == LS_OK) st = score_held(m, r, fold, f, cv, err);
         }
     }
-    free(fold), free(order), free(held), free(keep);
+    free(fold), free(order), free(keep);
     return st;
 }
 
@@ -1253,7 +1276,7 @@ ls_status ls_celltype_train_opts(ls_model *m, const ls_dataset *ds, const ls_cel
                        opt->cv_repeats);
     ls_status st = collect_rows(m, ds, opt->views, &r, err);
     if (st == LS_OK && cv_on)
-        st = cross_validate(m, &r, ds->n, opt->cv_folds, opt->cv_repeats, opt->cv_seed, cv, err);
+        st = cross_validate(m, &r, opt->cv_folds, opt->cv_repeats, opt->cv_seed, cv, err);
     if (st == LS_OK) st = fit_rows(m, &r, NULL, err);
     train_rows_free(&r);
     return st;

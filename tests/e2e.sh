@@ -56,8 +56,12 @@ for pair in "Dataset 1:0.93" "Dataset 2:0.75"; do
         fail "count --eval on $set exited non-zero"
     fi
 done
+model_sum=$(md5sum < "$model")
 if "$bin" train-cells --model "$model" --data "$data" --views 1 --cv 5 --cv-repeats 1 \
-        --out "$tmp/cv.safetensors" > "$tmp/cv.out" 2> "$tmp/cv.err"; then
+        > "$tmp/cv.out" 2> "$tmp/cv.err"; then
+    if [ "$(md5sum < "$model")" = "$model_sum" ]
+    then pass "train-cells --cv without --out writes nothing"
+    else fail "train-cells --cv without --out changed $model"; fi
     for pair in "Dataset 1:0.88" "Dataset 2:0.65"; do
         set=${pair%%:*} floor=${pair##*:}
         acc=$(awk -v s="$set:" 'index($0, s) == 1 {print $4}' "$tmp/cv.out")
@@ -65,6 +69,12 @@ if "$bin" train-cells --model "$model" --data "$data" --views 1 --cv 5 --cv-repe
         then pass "$set cell types, 5-fold CV on train+val: accuracy $acc (floor $floor)"
         else fail "$set cell types, 5-fold CV: accuracy '$acc' below $floor"; fi
     done
+    # An image listed twice (train twice) is used once: the same folds, the same accuracies.
+    "$bin" train-cells --model "$model" --data "$data" --views 1 --cv 5 --cv-repeats 1 \
+        --split train,val,train > "$tmp/cv2.out" 2> /dev/null
+    if [ "$(grep accuracy "$tmp/cv.out")" = "$(grep accuracy "$tmp/cv2.out")" ]
+    then pass "train-cells --cv: images listed twice are used once"
+    else fail "train-cells --cv, train listed twice: $(grep accuracy "$tmp/cv2.out")"; fi
 else
     fail "train-cells --cv exited non-zero: $(head -c 300 "$tmp/cv.err")"
 fi
