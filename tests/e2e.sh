@@ -72,9 +72,9 @@ if "$bin" train-cells --model "$model" --data "$data" --views 1 --cv 5 --cv-repe
     # An image listed twice (train twice) is used once: the same folds, the same accuracies.
     "$bin" train-cells --model "$model" --data "$data" --views 1 --cv 5 --cv-repeats 1 \
         --split train,val,train > "$tmp/cv2.out" 2> /dev/null
-    if [ "$(grep accuracy "$tmp/cv.out")" = "$(grep accuracy "$tmp/cv2.out")" ]
+    if [ "$(grep ": accuracy" "$tmp/cv.out")" = "$(grep ": accuracy" "$tmp/cv2.out")" ]
     then pass "train-cells --cv: images listed twice are used once"
-    else fail "train-cells --cv, train listed twice: $(grep accuracy "$tmp/cv2.out")"; fi
+    else fail "train-cells --cv, train listed twice: $(grep ": accuracy" "$tmp/cv2.out")"; fi
 else
     fail "train-cells --cv exited non-zero: $(head -c 300 "$tmp/cv.err")"
 fi
