@@ -25,6 +25,8 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format
 /* Option parsing: matches "--name value" or "--name=value"; advances *i. */
 int opt_value(int argc, char **argv, int *i, const char *name, const char **value);
 int parse_int(const char *cmd, const char *name, const char *s, int lo, int hi, int *out);
+/* --threads N: OpenMP threads for the rest of the command (1..1024). */
+int parse_threads(const char *cmd, const char *s);
 int parse_float(const char *cmd, const char *name, const char *s, double lo, double hi,
                 double *out);
 

@@ -11,7 +11,7 @@
 /* ------------------------------------------------------------------------------------------ */
 
 static const char *eval_help =
-    "usage: leukoseg eval [--model M] [--data DIR]... [--split S] [--json]\n"
+    "usage: leukoseg eval [--model M] [--data DIR]... [--split S] [--json] [--threads N]\n"
     "\n"
     "Segments every image of the split at the model's input size, upsamples the logits once to\n"
     "the image size, and accumulates one confusion matrix over the whole set (ignored pixels\n"
@@ -24,7 +24,8 @@ static const char *eval_help =
     "  --split S    train, val, test or all (default test)\n"
     "  --split-file F  evaluate the images whose stems F lists, one per line (\"034\" or\n"
     "               \"Dataset 2/034\"), instead of --split\n"
-    "  --json       print one JSON object on stdout\n";
+    "  --json       print one JSON object on stdout\n"
+    "  --threads N  OpenMP threads (default: all cores)\n";
 
 static void print_metrics_table(const ls_metrics *m, const ls_dataset *ds, int images)
 {
@@ -56,6 +57,8 @@ int cmd_eval(int argc, char **argv)
         } else if (opt_value(argc, argv, &i, "--data", &v)) {
             if (!v || ndata == 8) return cli_usage_error("eval", "--data needs a folder (max 8)");
             data[ndata++] = v;
+        } else if (opt_value(argc, argv, &i, "--threads", &v)) {
+            if (!parse_threads("eval", v)) return 2;
         } else if (opt_value(argc, argv, &i, "--split-file", &v)) {
             if (!v) return cli_usage_error("eval", "--split-file needs a file");
             split_file = v;
@@ -105,14 +108,15 @@ int cmd_eval(int argc, char **argv)
 /* ------------------------------------------------------------------------------------------ */
 
 static const char *segment_help =
-    "usage: leukoseg segment [--model M] [--out DIR] [--levels] IMAGE...\n"
+    "usage: leukoseg segment [--model M] [--out DIR] [--levels] [--threads N] IMAGE...\n"
     "\n"
     "For each image (BMP, PNG or JPEG) writes into DIR (default .):\n"
     "  NAME_mask.png     class indices (0 background, 1 cytoplasm, 2 nucleus), input size\n"
     "  NAME_levels.png   with --levels: the mask in the dataset's own gray levels (0/128/255)\n"
     "  NAME_overlay.png  the image with classes coloured over it\n"
     "  NAME.json         pixel count and fraction of each class\n"
-    "A summary JSON line per image goes to stdout.\n";
+    "A summary JSON line per image goes to stdout. --threads N sets the OpenMP threads\n"
+    "(default: all cores).\n";
 
 static const uint8_t class_colors[8][3] = {{0, 0, 0},     {255, 200, 0}, {200, 0, 255},
                                            {0, 200, 255}, {0, 255, 0},   {255, 0, 0},
@@ -267,6 +271,8 @@ int cmd_segment(int argc, char **argv)
         } else if (opt_value(argc, argv, &i, "--out", &v)) {
             if (!v) return free(images), cli_usage_error("segment", "--out needs a folder");
             out_dir = v;
+        } else if (opt_value(argc, argv, &i, "--threads", &v)) {
+            if (!parse_threads("segment", v)) return free(images), 2;
         } else if (argv[i][0] == '-' && argv[i][1] == '-') {
             free(images);
             return cli_usage_error("segment", "unknown option '%s'", argv[i]);

@@ -12,7 +12,7 @@
 
 static const char *count_help =
     "usage: leukoseg count [--model M] [--json] [--min-area N] [--threshold X] [--split S]\n"
-    "                      [--exclude-border] PATH...\n"
+    "                      [--exclude-border] [--threads N] PATH...\n"
     "       leukoseg count --eval [--model M] [--data DIR]... [--split S] [--json]\n"
     "\n"
     "Segments each image, splits the white cells into instances and types each one.\n"
@@ -48,11 +48,13 @@ static const char *count_help =
     "                    ../shared/data/segmentation_WBC beside the repository)\n"
     "  --min-area N      smallest cell in pixels (default 100)\n"
     "  --threshold X     confidence below which a cell is unidentified (default: the model's)\n"
-    "  --exclude-border  leave cells touching the image border out of the table and summary\n";
+    "  --exclude-border  leave cells touching the image border out of the table and summary\n"
+    "  --threads N       OpenMP threads (default: all cores)\n";
 
 static const char *train_cells_help =
     "usage: leukoseg train-cells [--model M] [--data DIR]... [--split S[,S]] [--out FILE]\n"
     "                            [--views V] [--cv K [--cv-repeats R] [--seed N]]\n"
+    "                            [--threads N]\n"
     "\n"
     "Fits the cell-type classifier of a segmentation model on the labelled images of the splits\n"
     "(default train,val; the test split stays unseen): for each image the largest predicted cell\n"
@@ -74,7 +76,8 @@ static const char *train_cells_help =
     "                    accuracy and the confusion matrix per folder: the way to compare\n"
     "                    settings without touching the test split\n"
     "  --cv-repeats R    repeat the K folds R times with new random folds (default 4)\n"
-    "  --seed N          seed of the folds (default 1)\n";
+    "  --seed N          seed of the folds (default 1)\n"
+    "  --threads N       OpenMP threads (default: all cores)\n";
 
 #define WARN_CELLS 100
 
@@ -464,6 +467,8 @@ int cmd_count(int argc, char **argv)
             bad = !parse_int("count", "--min-area", v, 0, 1 << 30, &o.prm.min_area);
         } else if (opt_value(argc, argv, &i, "--threshold", &v)) {
             bad = !parse_float("count", "--threshold", v, 0.0, 1.0, &o.threshold);
+        } else if (opt_value(argc, argv, &i, "--threads", &v)) {
+            bad = !parse_threads("count", v);
         } else if (argv[i][0] == '-' && argv[i][1] == '-') {
             bad = 1;
             cli_usage_error("count", "unknown option '%s'", argv[i]);
@@ -606,6 +611,8 @@ int cmd_train_cells(int argc, char **argv)
         } else if (opt_value(argc, argv, &i, "--views", &v)) {
             if (!parse_int("train-cells", "--views", v, 1, LS_DIHEDRAL_VIEWS, &cv_opt.views))
                 return 2;
+        } else if (opt_value(argc, argv, &i, "--threads", &v)) {
+            if (!parse_threads("train-cells", v)) return 2;
         } else if (opt_value(argc, argv, &i, "--seed", &v)) {
             if (!parse_int("train-cells", "--seed", v, 0, 2147483647, &seed)) return 2;
         } else {

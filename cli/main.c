@@ -10,6 +10,9 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 static const char *usage =
     "leukoseg: SegFormer for white-blood-cell segmentation, in C\n"
@@ -116,6 +119,16 @@ int parse_int(const char *cmd, const char *name, const char *s, int lo, int hi, 
         return 0;
     }
     *out = (int)v;
+    return 1;
+}
+
+int parse_threads(const char *cmd, const char *s)
+{
+    int threads = 1;
+    if (!parse_int(cmd, "--threads", s, 1, 1024, &threads)) return 0;
+#ifdef _OPENMP
+    omp_set_num_threads(threads);
+#endif
     return 1;
 }
 

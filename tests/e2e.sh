@@ -176,6 +176,7 @@ printf '0 background\n255 cell\n' > "$tmp/lv/classes.txt"
 expect_error "unknown mask level" "128" "$bin" train --data "$tmp/lv" --train-split all --val-split all --out "$tmp/lv/m.safetensors" --epochs 1
 [ ! -e "$tmp/lv/m.safetensors" ] && pass "no model written on bad data" || fail "model written despite bad data"
 expect_error "bad option value" "--size" "$bin" train --size 0
+expect_error "bad thread count" "--threads" "$bin" count --threads 0 "$data/Dataset 1/001.bmp"
 expect_error "unknown split" "split" "$bin" eval --model "$model" --split nonsense
 
 if [ "$failures" -ne 0 ]; then
