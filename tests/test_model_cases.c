@@ -24,28 +24,6 @@ static void fill_normal(float *a, size_t n, float scale)
     for (size_t i = 0; i < n; i++) a[i] = scale * ls_rng_normal(&rng);
 }
 
-/* A tiny SegFormer: hidden [8, 16, 24, 32], one block per stage, decoder 16; b0's sr, patch
- * sizes and strides, so the minimum input side (29) is b0's too. */
-static ls_model *tiny_model(int num_labels, float drop_path, float dropout, uint64_t seed)
-{
-    ls_error err = {{0}};
-    ls_config cfg;
-    CHECK_OK(ls_config_for_variant("b0", num_labels, &cfg, &err), err);
-    static const int hidden[4] = {8, 16, 24, 32}, heads[4] = {1, 2, 3, 4};
-    for (int i = 0; i < 4; i++) {
-        cfg.hidden[i] = hidden[i];
-        cfg.heads[i] = heads[i];
-        cfg.depths[i] = 1;
-    }
-    cfg.decoder_hidden = 16;
-    cfg.drop_path_rate = drop_path;
-    cfg.classifier_dropout = dropout;
-    snprintf(cfg.variant, sizeof cfg.variant, "custom");
-    ls_model *m = NULL;
-    CHECK_OK(ls_model_create(&cfg, seed, &m, &err), err);
-    return m;
-}
-
 static int all_finite(const float *a, size_t n)
 {
     for (size_t i = 0; i < n; i++)
@@ -225,7 +203,7 @@ static void test_case11_loss(void)
     float loss = -1.0f;
 
     /* All-ignore: loss 0 and every gradient exactly 0, with dropout and drop path active. */
-    ls_model *m = tiny_model(3, 0.3f, 0.3f, 3);
+    ls_model *m = tu_tiny_model(3, 0.3f, 0.3f, 3);
     ls_workspace *ws = NULL;
     CHECK_OK(ls_workspace_create(m, b, h, w, 1, &ws, &err), err);
     if (!m || !ws) return;
@@ -262,7 +240,7 @@ static void test_case11_loss(void)
     ls_model_free(m);
 
     /* Two classes, logits set directly after a forward. */
-    m = tiny_model(2, 0.1f, 0.1f, 4);
+    m = tu_tiny_model(2, 0.1f, 0.1f, 4);
     ws = NULL;
     CHECK_OK(ls_workspace_create(m, b, h, w, 1, &ws, &err), err);
     if (!m || !ws) return;
@@ -384,7 +362,7 @@ static void test_case12_batchnorm(void)
     CHECK_OK(ls_config_for_variant("b0", 3, &cfg, &err), err);
     ls_model *m = NULL;
     CHECK_OK(ls_model_create(&cfg, 2, &m, &err), err);
-    ls_model *tiny = tiny_model(3, 0.1f, 0.1f, 5);
+    ls_model *tiny = tu_tiny_model(3, 0.1f, 0.1f, 5);
     if (!m || !tiny) return;
     int d = cfg.decoder_hidden, h = 64, w = 64;
 
@@ -448,7 +426,7 @@ static void test_eval_workspace(void)
 {
     printf("eval workspace (attention scratch) vs training workspace\n");
     ls_error err = {{0}};
-    ls_model *m = tiny_model(3, 0.1f, 0.1f, 6);
+    ls_model *m = tu_tiny_model(3, 0.1f, 0.1f, 6);
     static const int sides[2] = {64, 132};
     for (int t = 0; m && t < 2; t++) {
         int side = sides[t], h4 = (side + 3) / 4;
@@ -487,7 +465,7 @@ static void test_training_without_rng(void)
 {
     printf("training forward without rng: no dropout\n");
     ls_error err = {{0}};
-    ls_model *a = tiny_model(3, 0.3f, 0.3f, 11), *b = tiny_model(3, 0.0f, 0.0f, 11);
+    ls_model *a = tu_tiny_model(3, 0.3f, 0.3f, 11), *b = tu_tiny_model(3, 0.0f, 0.0f, 11);
     if (!a || !b) return;
     int n = 2, h = 32, w = 32;
     float *x = malloc(sizeof(float) * n * 3 * h * w);
@@ -581,7 +559,7 @@ static void test_case13_checkpoints(void)
     snprintf(b1_path, sizeof b1_path, "%s/b1.safetensors", dir);
 
     /* A 5-class file into a 3-class model: everything but the classifier is copied. */
-    ls_model *five = tiny_model(5, 0.1f, 0.1f, 21), *three = tiny_model(3, 0.1f, 0.1f, 22);
+    ls_model *five = tu_tiny_model(5, 0.1f, 0.1f, 21), *three = tu_tiny_model(3, 0.1f, 0.1f, 22);
     if (!five || !three) return;
     fill_normal(ls_model_weights(five), ls_model_num_weights(five), 0.1f);
     int d = ls_model_config(five)->decoder_hidden;
@@ -638,7 +616,7 @@ static void test_case13_checkpoints(void)
     }
     CHECK_OK(ls_safetensors_save(module_path, &tf, &err), err);
     ls_tensor_file_free(&tf);
-    ls_model *five2 = tiny_model(5, 0.1f, 0.1f, 23);
+    ls_model *five2 = tu_tiny_model(5, 0.1f, 0.1f, 23);
     report[0] = 'x';
     CHECK_OK(ls_model_load_weights(five2, module_path, 0, report, sizeof report, &err), err);
     CHECK(report[0] == '\0');

@@ -681,21 +681,9 @@ static void test_model(void)
 {
     printf("whole model (tiny, drop_path 0.3, classifier dropout 0.3, training)\n");
     ls_error err = {{0}};
-    ls_config cfg;
-    CHECK_OK(ls_config_for_variant("b0", 3, &cfg, &err), err);
-    static const int hidden[4] = {8, 16, 24, 32}, heads[4] = {1, 2, 3, 4};
-    for (int i = 0; i < 4; i++) {
-        cfg.hidden[i] = hidden[i];
-        cfg.heads[i] = heads[i];
-        cfg.depths[i] = 1;
-    }
-    cfg.decoder_hidden = 16;
-    cfg.drop_path_rate = 0.3f;
-    cfg.classifier_dropout = 0.3f;
-    snprintf(cfg.variant, sizeof cfg.variant, "custom");
-    ls_model *m = NULL;
-    CHECK_OK(ls_model_create(&cfg, 7, &m, &err), err);
+    ls_model *m = tu_tiny_model(3, 0.3f, 0.3f, 7);
     if (!m) return;
+    const ls_config *cfg = ls_model_config(m);
     test_ce_loss(m);
 
     fd_init(m);
@@ -711,7 +699,7 @@ static void test_model(void)
     float *x = alloc_normal((size_t)b * 3 * h * w, 1.0f, 0.0f);
     int h4, w4;
     ls_workspace_logits(ws, &h4, &w4);
-    size_t nlogits = (size_t)b * h4 * w4 * cfg.num_labels;
+    size_t nlogits = (size_t)b * h4 * w4 * cfg->num_labels;
     float *r = alloc_normal(nlogits, 1.0f, 0.0f);
     model_ctx c = {m, ws, x, r, nlogits};
 
@@ -730,7 +718,7 @@ static void test_model(void)
         for (int s = 0; s < b; s++)
             dropped_path += ws->stage[i].blocks[0].keep_attn[s] == 0.0f ||
                             ws->stage[i].blocks[0].keep_ffn[s] == 0.0f;
-    size_t zeros = 0, md = (size_t)b * h4 * w4 * cfg.decoder_hidden;
+    size_t zeros = 0, md = (size_t)b * h4 * w4 * cfg->decoder_hidden;
     for (size_t k = 0; k < md; k++) zeros += ws->drop_scale[k] == 0.0f;
     printf("  %d drop-path branches dropped, %zu of %zu dropout zeros\n", dropped_path, zeros, md);
     CHECK(dropped_path > 0);
