@@ -98,6 +98,24 @@ static char *json_error(const char *msg)
     return s;
 }
 
+/* The job's reply: an error with its HTTP status, or the result object (status 200) when ok,
+ * else an internal error with msg. */
+static void reply_error(job *j, unsigned status, const char *msg)
+{
+    j->status = status;
+    j->json = json_error(msg);
+}
+
+static void reply_result(job *j, int ok, const cJSON *result, const char *msg)
+{
+    if (!ok) {
+        reply_error(j, MHD_HTTP_INTERNAL_SERVER_ERROR, msg);
+        return;
+    }
+    j->status = MHD_HTTP_OK;
+    j->json = cJSON_PrintUnformatted(result);
+}
+
 static uint32_t be32(const uint8_t *p)
 {
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
@@ -162,23 +180,20 @@ static int decode_upload(job *j, ls_image *img)
     if (sniff_size(j->body, j->len, &w, &h) && (w > MAX_SIDE || h > MAX_SIDE)) {
         snprintf(msg, sizeof msg, "image is %ldx%ld pixels; the limit is %dx%d", w, h, MAX_SIDE,
                  MAX_SIDE);
-        j->status = MHD_HTTP_CONTENT_TOO_LARGE;
-        j->json = json_error(msg);
+        reply_error(j, MHD_HTTP_CONTENT_TOO_LARGE, msg);
         return 0;
     }
     ls_error err = {{0}};
     if (ls_image_decode(j->body, j->len, "upload", img, &err) != LS_OK) {
         snprintf(msg, sizeof msg, "cannot decode the upload as BMP, PNG or JPEG: %s", err.msg);
-        j->status = MHD_HTTP_BAD_REQUEST;
-        j->json = json_error(msg);
+        reply_error(j, MHD_HTTP_BAD_REQUEST, msg);
         return 0;
     }
     if (img->w > MAX_SIDE || img->h > MAX_SIDE) { /* a format the sniffer does not know */
         snprintf(msg, sizeof msg, "image is %dx%d pixels; the limit is %dx%d", img->w, img->h,
                  MAX_SIDE, MAX_SIDE);
         ls_image_free(img);
-        j->status = MHD_HTTP_CONTENT_TOO_LARGE;
-        j->json = json_error(msg);
+        reply_error(j, MHD_HTTP_CONTENT_TOO_LARGE, msg);
         return 0;
     }
     return 1;
@@ -239,13 +254,7 @@ static void run_segment(server *s, job *j)
         add_png(o, "mask", colored, img.w, img.h, &err, &ok);
         add_png(o, "overlay", overlay, img.w, img.h, &err, &ok);
     }
-    if (ok) {
-        j->status = MHD_HTTP_OK;
-        j->json = cJSON_PrintUnformatted(o);
-    } else {
-        j->status = MHD_HTTP_INTERNAL_SERVER_ERROR;
-        j->json = json_error(err.msg);
-    }
+    reply_result(j, ok, o, err.msg);
     cJSON_Delete(o);
     free(colored);
     free(overlay);
@@ -263,8 +272,7 @@ static void run_attention(server *s, job *j)
         char msg[128];
         snprintf(msg, sizeof msg, "pixel (%d, %d) is outside the %dx%d image", j->x, j->y, img.w,
                  img.h);
-        j->status = MHD_HTTP_BAD_REQUEST;
-        j->json = json_error(msg);
+        reply_error(j, MHD_HTTP_BAD_REQUEST, msg);
         ls_image_free(&img);
         return;
     }
@@ -321,13 +329,7 @@ static void run_attention(server *s, job *j)
             free(avg);
         }
     }
-    if (st == LS_OK) {
-        j->status = MHD_HTTP_OK;
-        j->json = cJSON_PrintUnformatted(o);
-    } else {
-        j->status = MHD_HTTP_INTERNAL_SERVER_ERROR;
-        j->json = json_error(err.msg);
-    }
+    reply_result(j, st == LS_OK, o, err.msg);
     cJSON_Delete(o);
     free(x);
     ls_image_free(&img);
