@@ -107,6 +107,9 @@ struct ls_workspace {
     float *drop;            /* [M1, D] */
     float *logits;          /* [M1, K] NHWC */
     float *d_logits;        /* [M1, K] */
+    /* kernel scratch */
+    float *dw_taps;         /* [9, Fmax] depthwise weights taps-major */
+    float *head_w, *head_b; /* [D, Cmax], [D] one stage's fused linear_c + linear_fuse */
     /* gradient scratch, sized for the largest stage */
     float *g_res, *g_u, *g_q, *g_ctx, *g_tmp, *g_col; /* [Mmax, Cmax] */
     float *g_k, *g_v, *g_m, *g_sr;                    /* [Mr max, C] */

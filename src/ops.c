@@ -2,7 +2,6 @@
 #include "ops.h"
 
 #include <math.h>
-#include <stdlib.h>
 #include <string.h>
 
 #ifdef LS_HAVE_CBLAS
@@ -221,26 +220,19 @@ void layernorm_backward(float *dx, float *dg, float *dbeta, const float *dy, con
 /* Depthwise 3x3 convolution (Mix-FFN)                                                         */
 /* ------------------------------------------------------------------------------------------ */
 
-/* Weights [F, 1, 3, 3] -> taps-major [9, F], so the inner loops over channels are contiguous in
- * both the map and the weights and vectorise. */
-static float *dwconv_taps_major(const float *w, int f)
+/* Weights [F, 1, 3, 3] -> taps-major [9, F] in taps, so the inner loops over channels are
+ * contiguous in both the map and the weights and vectorise. */
+static void dwconv_taps_major(float *taps, const float *w, int f)
 {
-    float *t = malloc(sizeof(float) * 9 * (size_t)f);
-    if (!t) return NULL;
     for (int ch = 0; ch < f; ch++)
-        for (int k = 0; k < 9; k++) t[(size_t)k * f + ch] = w[ch * 9 + k];
-    return t;
+        for (int k = 0; k < 9; k++) taps[(size_t)k * f + ch] = w[ch * 9 + k];
 }
 
-void dwconv3x3_forward(float *y, const float *x, const float *w, const float *bias, int b, int h,
-                       int wd, int f)
+void dwconv3x3_forward(float *y, const float *x, const float *w, const float *bias, float *taps,
+                       int b, int h, int wd, int f)
 {
-    float *wt = dwconv_taps_major(w, f);
+    dwconv_taps_major(taps, w, f);
     long rows = (long)b * h;
-    if (!wt) { /* out of memory: poison the output so the finiteness check reports it */
-        for (long k = 0; k < rows * wd * f; k++) y[k] = NAN;
-        return;
-    }
 #pragma omp parallel for schedule(static)
     for (long r = 0; r < rows; r++) {
         int yy = (int)(r % h);
@@ -255,25 +247,20 @@ void dwconv3x3_forward(float *y, const float *x, const float *w, const float *bi
                     int ix = xx + kx - 1;
                     if (ix < 0 || ix >= wd) continue;
                     const float *in = x + ((bb * h + iy) * wd + ix) * f;
-                    const float *tap = wt + (size_t)(ky * 3 + kx) * f;
+                    const float *tap = taps + (size_t)(ky * 3 + kx) * f;
                     for (int ch = 0; ch < f; ch++) out[ch] += tap[ch] * in[ch];
                 }
             }
         }
     }
-    free(wt);
 }
 
 void dwconv3x3_backward(float *dx, float *dw, float *dbias, const float *dy, const float *x,
-                        const float *w, int b, int h, int wd, int f)
+                        const float *w, float *taps, int b, int h, int wd, int f)
 {
     long rows = (long)b * h;
-    float *wt = dx ? dwconv_taps_major(w, f) : NULL;
-    if (dx && !wt) { /* out of memory: poison the gradient so the finiteness check reports it */
-        for (long k = 0; k < rows * wd * f; k++) dx[k] = NAN;
-        dx = NULL;
-    }
     if (dx) {
+        dwconv_taps_major(taps, w, f);
         /* Gather form: each input pixel collects from the outputs that read it. */
 #pragma omp parallel for schedule(static)
         for (long r = 0; r < rows; r++) {
@@ -288,14 +275,13 @@ void dwconv3x3_backward(float *dx, float *dw, float *dbias, const float *dy, con
                         int ox = ix - kx + 1;
                         if (ox < 0 || ox >= wd) continue;
                         const float *g = dy + ((bb * h + oy) * wd + ox) * f;
-                        const float *tap = wt + (size_t)(ky * 3 + kx) * f;
+                        const float *tap = taps + (size_t)(ky * 3 + kx) * f;
                         for (int ch = 0; ch < f; ch++) din[ch] += tap[ch] * g[ch];
                     }
                 }
             }
         }
     }
-    free(wt);
     enum { BLOCK = 16 };
     int nblocks = (f + BLOCK - 1) / BLOCK;
 #pragma omp parallel for schedule(static)
@@ -458,46 +444,32 @@ void bilinear_forward_add(float *out, int out_pitch, const float *in, int b, int
     bilinear_resize(out, out_pitch, in, b, hi, wi, ho, wo, c, 1);
 }
 
-/* For each input index, the output indices that read it and with which weight (CSR lists), so
- * the backward can gather instead of scatter. */
-typedef struct {
-    int *start;   /* [in + 1] */
-    int *out;     /* [2 * n_out] */
-    float *weight;
-} tap_lists;
-
-static int tap_lists_build(tap_lists *t, int in, int out)
+/* The outputs that read input index i form one run [*first, *last]: an output reads its taps
+ * i0 and i1 = i0 or i0 + 1, and both grow with the output index. Found by binary search, so the
+ * backward can gather without building index lists. */
+static void bilinear_readers(int i, int in, int out, int *first, int *last)
 {
-    t->start = calloc((size_t)in + 1, sizeof(int));
-    t->out = malloc(sizeof(int) * 2 * (size_t)out);
-    t->weight = malloc(sizeof(float) * 2 * (size_t)out);
-    if (!t->start || !t->out || !t->weight) return 0;
-    for (int o = 0; o < out; o++) {
-        lerp_tap tp = bilinear_tap(o, in, out);
-        t->start[tp.i0 + 1]++;
-        t->start[tp.i1 + 1]++;
+    int lo = 0, hi = out; /* first output whose i1 >= i */
+    while (lo < hi) {
+        int mid = (lo + hi) / 2;
+        if (bilinear_tap(mid, in, out).i1 >= i) hi = mid;
+        else lo = mid + 1;
     }
-    for (int i = 0; i < in; i++) t->start[i + 1] += t->start[i];
-    int *fill = calloc((size_t)in, sizeof(int));
-    if (!fill) return 0;
-    for (int o = 0; o < out; o++) {
-        lerp_tap tp = bilinear_tap(o, in, out);
-        int k0 = t->start[tp.i0] + fill[tp.i0]++;
-        t->out[k0] = o;
-        t->weight[k0] = tp.w0;
-        int k1 = t->start[tp.i1] + fill[tp.i1]++;
-        t->out[k1] = o;
-        t->weight[k1] = tp.w1;
+    *first = lo;
+    hi = out; /* one past the last output whose i0 <= i */
+    while (lo < hi) {
+        int mid = (lo + hi) / 2;
+        if (bilinear_tap(mid, in, out).i0 <= i) lo = mid + 1;
+        else hi = mid;
     }
-    free(fill);
-    return 1;
+    *last = lo - 1;
 }
 
-static void tap_lists_free(tap_lists *t)
+/* The weight with which output o reads input i (w0 + w1 when both taps clamp onto i). */
+static float bilinear_weight(int o, int i, int in, int out)
 {
-    free(t->start);
-    free(t->out);
-    free(t->weight);
+    lerp_tap t = bilinear_tap(o, in, out);
+    return (t.i0 == i ? t.w0 : 0.0f) + (t.i1 == i ? t.w1 : 0.0f);
 }
 
 void bilinear_backward(float *din, const float *dout, int out_pitch, int b, int hi, int wi, int ho,
@@ -505,33 +477,27 @@ void bilinear_backward(float *din, const float *dout, int out_pitch, int b, int 
 {
     /* Gather: each input pixel sums the outputs that read it, so rows split across threads
      * without conflicts and every sum has a fixed order. */
-    tap_lists ty = {0}, tx = {0};
-    int ok = tap_lists_build(&ty, hi, ho) && tap_lists_build(&tx, wi, wo);
     long rows = (long)b * hi;
-    if (!ok) {
-        /* Out of memory for a few index lists: poison the gradient so the caller's finiteness
-         * check reports it instead of training on a silently wrong value. */
-        for (long k = 0; k < rows * wi * c; k++) din[k] = NAN;
-        rows = 0;
-    }
 #pragma omp parallel for schedule(static)
     for (long r = 0; r < rows; r++) {
-        int iy = (int)(r % hi);
+        int iy = (int)(r % hi), oy0, oy1;
         long bb = r / hi;
+        bilinear_readers(iy, hi, ho, &oy0, &oy1);
         for (int ix = 0; ix < wi; ix++) {
             float *d = din + ((bb * hi + iy) * wi + ix) * c;
-            for (int ky = ty.start[iy]; ky < ty.start[iy + 1]; ky++) {
-                const float *grow = dout + (bb * ho + ty.out[ky]) * (long)wo * out_pitch;
-                for (int kx = tx.start[ix]; kx < tx.start[ix + 1]; kx++) {
-                    float w = ty.weight[ky] * tx.weight[kx];
-                    const float *g = grow + (long)tx.out[kx] * out_pitch;
+            int ox0, ox1;
+            bilinear_readers(ix, wi, wo, &ox0, &ox1);
+            for (int oy = oy0; oy <= oy1; oy++) {
+                float wy = bilinear_weight(oy, iy, hi, ho);
+                const float *grow = dout + (bb * ho + oy) * (long)wo * out_pitch;
+                for (int ox = ox0; ox <= ox1; ox++) {
+                    float w = wy * bilinear_weight(ox, ix, wi, wo);
+                    const float *g = grow + (long)ox * out_pitch;
                     for (int ch = 0; ch < c; ch++) d[ch] += w * g[ch];
                 }
             }
         }
     }
-    tap_lists_free(&ty);
-    tap_lists_free(&tx);
 }
 
 /* ------------------------------------------------------------------------------------------ */

@@ -54,11 +54,12 @@ void layernorm_forward(float *y, float *mean, float *rstd, const float *x, const
 void layernorm_backward(float *dx, float *dg, float *dbeta, const float *dy, const float *x,
                         const float *mean, const float *rstd, const float *g, long m, int c);
 
-/* Depthwise 3x3 conv, stride 1, padding 1, on NHWC [B, H, W, F]; w [F, 1, 3, 3], bias [F]. */
-void dwconv3x3_forward(float *y, const float *x, const float *w, const float *bias, int b, int h,
-                       int wd, int f);
+/* Depthwise 3x3 conv, stride 1, padding 1, on NHWC [B, H, W, F]; w [F, 1, 3, 3], bias [F].
+ * taps [9, F] is scratch for the weights reordered taps-major. */
+void dwconv3x3_forward(float *y, const float *x, const float *w, const float *bias, float *taps,
+                       int b, int h, int wd, int f);
 void dwconv3x3_backward(float *dx, float *dw, float *dbias, const float *dy, const float *x,
-                        const float *w, int b, int h, int wd, int f);
+                        const float *w, float *taps, int b, int h, int wd, int f);
 
 /* Exact GELU, 0.5 x (1 + erf(x / sqrt 2)). */
 void gelu_forward(float *y, const float *x, long n);

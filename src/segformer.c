@@ -341,6 +341,7 @@ static void layout_workspace(ls_workspace *ws, const ls_config *cfg, arena *a)
 {
     int b = ws->batch, h = ws->h, w = ws->w, training = ws->training;
     size_t max_mc = 0, max_mrc = 0, max_mf = 0, max_probs = 0;
+    int max_c = 0, max_f = 0;
     for (int i = 0; i < 4; i++) {
         stage_acts *s = &ws->stage[i];
         int c = cfg->hidden[i], f = c * cfg->mlp_ratio, k = cfg->patch[i], sr = cfg->sr[i];
@@ -398,21 +399,26 @@ static void layout_workspace(ls_workspace *ws, const ls_config *cfg, arena *a)
         if (mrc > max_mrc) max_mrc = mrc;
         if (mf > max_mf) max_mf = mf;
         if (probs > max_probs) max_probs = probs;
+        if (c > max_c) max_c = c;
+        if (f > max_f) max_f = f;
     }
     int d = cfg->decoder_hidden, nl = cfg->num_labels;
     ws->h4 = ws->stage[0].h;
     ws->w4 = ws->stage[0].w;
     size_t m1 = (size_t)b * ws->h4 * ws->w4;
     for (int i = 0; i < 4; i++) ws->lin[i] = take(a, (size_t)b * ws->stage[i].n * d);
-    ws->cat = take(a, m1 * 4 * d);
+    ws->cat = training ? take(a, m1 * 4 * d) : NULL; /* inference takes the fused path */
     ws->fuse = take(a, m1 * d);
     ws->bn_mean = take(a, d);
     ws->bn_rstd = take(a, d);
     ws->bn_out = take(a, m1 * d);
     ws->relu = take(a, m1 * d);
     ws->drop_scale = training ? take(a, m1 * d) : NULL;
-    ws->drop = take(a, m1 * d);
+    ws->drop = training ? take(a, m1 * d) : NULL;
     ws->logits = take(a, m1 * nl);
+    ws->dw_taps = take(a, (size_t)9 * max_f);
+    ws->head_w = take(a, (size_t)d * max_c);
+    ws->head_b = take(a, d);
     if (!training) return;
     ws->d_logits = take(a, m1 * nl);
     ws->g_res = take(a, max_mc);
@@ -597,14 +603,15 @@ static void attention_block_backward(ls_model *m, ls_workspace *ws, const stage_
 /* Mix-FFN: dense1 (C -> 4C), depthwise 3x3 conv, exact GELU, dense2 (4C -> C)                 */
 /* ------------------------------------------------------------------------------------------ */
 
-static void mix_ffn_forward(ls_model *m, const stage_acts *s, block_acts *bl,
-                            const block_offsets *o, int i, int batch, float *out)
+static void mix_ffn_forward(ls_model *m, ls_workspace *ws, const stage_acts *s, block_acts *bl,
+                            const block_offsets *o, int i, float *out)
 {
     const ls_config *cfg = &m->cfg;
-    int c = cfg->hidden[i], f = c * cfg->mlp_ratio, mrows = batch * s->n;
+    int c = cfg->hidden[i], f = c * cfg->mlp_ratio, batch = ws->batch, mrows = batch * s->n;
     const float *w = m->w;
     linear_forward(bl->h1, bl->ln2, w + o->fc1_w, w + o->fc1_b, mrows, c, f);
-    dwconv3x3_forward(bl->h2, bl->h1, w + o->dw_w, w + o->dw_b, batch, s->h, s->w, f);
+    dwconv3x3_forward(bl->h2, bl->h1, w + o->dw_w, w + o->dw_b, ws->dw_taps, batch, s->h, s->w,
+                      f);
     gelu_forward(bl->h3, bl->h2, (long)mrows * f);
     linear_forward(out, bl->h3, w + o->fc2_w, w + o->fc2_b, mrows, f, c);
 }
@@ -624,8 +631,8 @@ static void mix_ffn_backward(ls_model *m, ls_workspace *ws, const stage_acts *s,
     memset(ws->g_h2, 0, sizeof(float) * mf);
     gelu_backward(ws->g_h2, ws->g_h3, bl->h2, (long)mf);
     memset(ws->g_h1, 0, sizeof(float) * mf);
-    dwconv3x3_backward(ws->g_h1, g + o->dw_w, g + o->dw_b, ws->g_h2, bl->h1, w + o->dw_w, batch,
-                       s->h, s->w, f);
+    dwconv3x3_backward(ws->g_h1, g + o->dw_w, g + o->dw_b, ws->g_h2, bl->h1, w + o->dw_w,
+                       ws->dw_taps, batch, s->h, s->w, f);
     linear_backward(d_ln2, g + o->fc1_w, g + o->fc1_b, ws->g_h1, bl->ln2, w + o->fc1_w, mrows, c,
                     f);
 }
@@ -675,7 +682,7 @@ static void block_forward(ls_model *m, ls_workspace *ws, stage_acts *s, int i, i
     residual_add(bl->x_mid, bl->x_in, branch, bl->keep_attn, batch, per_sample);
     layernorm_forward(bl->ln2, bl->ln2_mean, bl->ln2_rstd, bl->x_mid, m->w + o->ln2_w,
                       m->w + o->ln2_b, mrows, c, LS_LN_EPS);
-    mix_ffn_forward(m, s, bl, o, i, batch, branch);
+    mix_ffn_forward(m, ws, s, bl, o, i, branch);
     draw_drop_path(bl->keep_ffn, batch, rate, training, rng);
     residual_add(bl->x_out, bl->x_mid, branch, bl->keep_ffn, batch, per_sample);
 }
@@ -778,20 +785,13 @@ static void encoder_backward(ls_model *m, ls_workspace *ws)
  * through: fuse = sum_i up(x_i (Wf_i Wl_i)^T + Wf_i bl_i), with Wf_i stage i's slice of the fuse
  * weight. The products then run at each stage's own resolution with C_i inputs, instead of
  * 4D x D at the 1/4 grid (half of b0's work at 512 px). Equal up to float rounding; training
- * keeps the plain order, whose intermediates the backward needs. Returns 0 when out of memory
- * (the caller then takes the plain path). */
-static int fused_head_forward(ls_model *m, ls_workspace *ws)
+ * keeps the plain order, whose intermediates the backward needs. */
+static void fused_head_forward(ls_model *m, ls_workspace *ws)
 {
     const ls_config *cfg = &m->cfg;
     const head_offsets *o = &m->head;
-    int d = cfg->decoder_hidden, batch = ws->batch, cmax = 0;
-    for (int i = 0; i < 4; i++) cmax = cfg->hidden[i] > cmax ? cfg->hidden[i] : cmax;
-    float *wc = malloc(sizeof(float) * (size_t)d * cmax), *bc = malloc(sizeof(float) * d);
-    if (!wc || !bc) {
-        free(wc);
-        free(bc);
-        return 0;
-    }
+    int d = cfg->decoder_hidden, batch = ws->batch;
+    float *wc = ws->head_w, *bc = ws->head_b;
     for (int i = 0; i < 4; i++) {
         const stage_acts *s = &ws->stage[i];
         int c = cfg->hidden[i];
@@ -805,9 +805,6 @@ static int fused_head_forward(ls_model *m, ls_workspace *ws)
         else
             bilinear_forward_add(ws->fuse, d, ws->lin[i], batch, s->h, s->w, ws->h4, ws->w4, d);
     }
-    free(wc);
-    free(bc);
-    return 1;
 }
 
 static void decode_head_forward(ls_model *m, ls_workspace *ws, int training, ls_rng *rng)
@@ -816,7 +813,9 @@ static void decode_head_forward(ls_model *m, ls_workspace *ws, int training, ls_
     const head_offsets *o = &m->head;
     int d = cfg->decoder_hidden, batch = ws->batch, nl = cfg->num_labels;
     long m1 = (long)batch * ws->h4 * ws->w4;
-    if (training || !fused_head_forward(m, ws)) {
+    if (!training) {
+        fused_head_forward(m, ws);
+    } else {
         for (int i = 0; i < 4; i++) {
             const stage_acts *s = &ws->stage[i];
             linear_forward(ws->lin[i], s->out, m->w + o->lin_w[i], m->w + o->lin_b[i],

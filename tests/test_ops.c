@@ -346,23 +346,26 @@ static void test_layernorm(void)
 /* Depthwise 3x3                                                                               */
 /* ------------------------------------------------------------------------------------------ */
 
+/* F = 19, so the channel blocks of 16 in the backward leave a remainder. */
+#define DW_CHANNELS 19
+
 typedef struct {
     int b, h, w, f;
     float *x, *wt, *bias, *y, *r;
+    float taps[9 * DW_CHANNELS]; /* scratch [9, F] */
 } dw_ctx;
 
 static double dw_loss(void *p)
 {
     dw_ctx *c = p;
-    dwconv3x3_forward(c->y, c->x, c->wt, c->bias, c->b, c->h, c->w, c->f);
+    dwconv3x3_forward(c->y, c->x, c->wt, c->bias, c->taps, c->b, c->h, c->w, c->f);
     return dot(c->y, c->r, (size_t)c->b * c->h * c->w * c->f);
 }
 
 static void test_dwconv(void)
 {
-    /* Odd H and W, and F = 19 so the channel blocks of 16 in the backward leave a remainder. */
     printf("dwconv3x3\n");
-    dw_ctx c = {2, 5, 7, 19, NULL, NULL, NULL, NULL, NULL};
+    dw_ctx c = {.b = 2, .h = 5, .w = 7, .f = DW_CHANNELS}; /* odd H and W */
     size_t n = (size_t)c.b * c.h * c.w * c.f, nw = (size_t)c.f * 9;
     c.x = alloc_normal(n, 1.0f, 0.0f);
     c.wt = alloc_normal(nw, 0.5f, 0.0f);
@@ -372,7 +375,7 @@ static void test_dwconv(void)
     float *g0x = alloc_normal(n, 1.0f, 0.0f), *g0w = alloc_normal(nw, 1.0f, 0.0f);
     float *g0b = alloc_normal(c.f, 1.0f, 0.0f);
     float *dx = alloc_copy(g0x, n), *dw = alloc_copy(g0w, nw), *db = alloc_copy(g0b, c.f);
-    dwconv3x3_backward(dx, dw, db, c.r, c.x, c.wt, c.b, c.h, c.w, c.f);
+    dwconv3x3_backward(dx, dw, db, c.r, c.x, c.wt, c.taps, c.b, c.h, c.w, c.f);
     fd_check("dwconv3x3 dx", dw_loss, &c, c.x, dx, g0x, n, 1, LIN_H, 0, 1e-3);
     fd_check("dwconv3x3 dw", dw_loss, &c, c.wt, dw, g0w, nw, 1, LIN_H, 0, 1e-3);
     fd_check("dwconv3x3 dbias", dw_loss, &c, c.bias, db, g0b, c.f, 1, LIN_H, 0, 1e-3);
@@ -805,6 +808,9 @@ int main(void)
     test_bilinear("up", 2, 3, 4, 7, 9, 3, 5);
     test_bilinear("down", 2, 9, 7, 4, 3, 3, 5);
     test_bilinear("mixed", 1, 5, 2, 3, 7, 17, 20); /* > 16 channels: two backward blocks */
+    test_bilinear("x4", 2, 4, 4, 16, 16, 3, 3);     /* the decode head's and the loss's factor */
+    test_bilinear("same", 1, 5, 5, 5, 5, 2, 2);
+    test_bilinear("from one", 1, 1, 3, 5, 4, 2, 2); /* every output clamps onto input 0 */
     test_batchnorm();
     test_attention();
     test_attention_chunks();
