@@ -83,13 +83,18 @@ void ls_raw_mask_free(ls_raw_mask *mask);
 typedef struct {
     int num_levels;
     int levels[16];
-    int snap;          /* 1: a value that is no level snaps to the nearest level (counted);
-                          0: such a value is an error naming file, value and pixel count */
+    int snap;          /* 1: a value that is no level but lies within 45% of the way from its
+                          nearest level to the neighbouring one snaps to it (counted); values
+                          farther off (mid-gap, or far beyond the outermost levels) are errors.
+                          0: every value that is no level is an error naming file and values */
     int ignore_value;  /* raw value that means "ignore" (-1: none) */
 } ls_level_map;
 
 /* Maps raw values to class indices. n_snapped (may be NULL) receives the count of snapped pixels.
- * Palette masks use indices directly (index k is class k; ignore_value still applies). */
+ * Palette masks use indices directly (index k is class k; ignore_value still applies). A 16-bit
+ * gray mask whose values are all multiples of 257 (an 8-bit mask stored as v * 257) is read as
+ * v / 257, unless its values are all levels as stored. An error lists the values that are no
+ * level with their pixel counts and says how to declare levels or snapping. */
 ls_status ls_mask_from_raw(const ls_raw_mask *raw, const ls_level_map *map, const char *path,
                            ls_mask *mask, long *n_snapped, ls_error *err);
 void ls_mask_free(ls_mask *mask);
@@ -127,18 +132,29 @@ typedef struct {
     int num_classes;          /* segmentation classes (3 for segmentation_WBC) */
     char class_names[16][32];
     ls_level_map levels;
+    char notes[2048];         /* what ls_dataset_add found worth telling the user (label CSVs
+                                 missing or incomplete), one line each ending in '\n'; "" if
+                                 none. The library never prints: the caller shows them. */
 } ls_dataset;
 
 /* Opens a dataset folder, detecting its layout:
  *  - segmentation_WBC: "NNN.bmp" + "NNN.png" side by side (in the folder or its "Dataset N"
  *    subfolders), class labels from "Class Labels of Dataset N.csv";
- *  - images/ + masks/ folders with matching stems;
+ *  - images/ + masks/ folders with matching stems (PNG masks only; a JPEG mask is an error);
  *  - Roboflow png-mask-semantic: train/ valid/ test/ with X.jpg + X_mask.png and _classes.csv.
+ * Levels come from the folder's classes.txt, else segmentation_WBC's 0/128/255; in that case a
+ * folder whose masks never hold one of those levels (binary 0/255 masks) is an error.
  * split selects the samples: the fixed id split (id % 5 == 1 test, == 2 val, else train) for
  * segmentation_WBC and images/masks; the folders for Roboflow. split_file, when not NULL, lists
- * stems (one per line) and overrides split. Samples are appended to ds (several folders). */
+ * stems (one per line, "#" comments) and overrides split; a line that names no image of this
+ * folder is an error, unless its "<folder>/" prefix names a folder outside root. Samples are
+ * appended to ds (several folders); notes are appended to ds->notes. */
 ls_status ls_dataset_add(ls_dataset *ds, const char *root, ls_split split, const char *split_file,
                          ls_error *err);
+/* Checks that a model predicting num_labels classes can be scored on ds; the message names both
+ * class counts, the dataset's classes and what to do. model_name is used in the message. */
+ls_status ls_dataset_check_classes(const ls_dataset *ds, int num_labels, const char *model_name,
+                                   ls_error *err);
 ls_status ls_split_parse(const char *name, ls_split *split, ls_error *err);
 void ls_dataset_free(ls_dataset *ds);
 

@@ -11,13 +11,15 @@
  *  - a plain folder of NNN.bmp + NNN.png (one "Dataset N" folder; its CSV is looked up in the
  *    parent folder).
  * A dataset (several folders) keeps one level map, so every folder added must use the same classes
- * and mask levels.
+ * and mask levels. Levels come from a folder's classes.txt (not Roboflow's, which has its own
+ * _classes.csv); without one, segmentation_WBC's are assumed and checked against the masks.
  */
 #include "leukoseg.h"
 
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -197,10 +199,38 @@ static ls_status read_lines(const char *path, name_list *out, ls_error *err)
 /* Samples and selection                                                                       */
 /* ------------------------------------------------------------------------------------------ */
 
+/* Room for the notes ls_dataset_add leaves for the user (ls_dataset.notes). */
+#define NOTES_CAP sizeof(((ls_dataset *)NULL)->notes)
+
+/* What the layouts found: the samples, and notes for the user. */
 typedef struct {
     ls_sample *v;
     int n;
+    char notes[NOTES_CAP];
 } sample_list;
+
+/* Appends one line to notes; a line cut short ends in "...", so the cut is visible. */
+static void __attribute__((format(printf, 2, 3))) add_note(char *notes, const char *fmt, ...)
+{
+    size_t used = strlen(notes);
+    if (used + 5 > NOTES_CAP) return;
+    size_t room = NOTES_CAP - used - 1; /* the text and its '\n'; the NUL follows */
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(notes + used, room, fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+        notes[used] = 0;
+        return;
+    }
+    size_t end = used + (size_t)n;
+    if ((size_t)n >= room) {
+        end = NOTES_CAP - 2;
+        memcpy(notes + end - 3, "...", 3);
+    }
+    notes[end] = '\n';
+    notes[end + 1] = 0;
+}
 
 static void sample_free(ls_sample *s)
 {
@@ -237,20 +267,72 @@ static ls_status push_sample(sample_list *l, char *image, char *mask, int has_ma
 
 typedef struct {
     ls_split split;
-    name_list listed; /* stems from the split file */
+    name_list listed;      /* lines of the split file */
+    unsigned char *hit;    /* hit[i]: line i named a sample; written while layouts select */
+    const char *root_name; /* the dataset folder's own name, which lines may use as a prefix */
     int use_file;
 } selection;
 
-/* A split-file line matches a stem or a stem with its folder ("Dataset 2/034"). */
+/* Blank lines and "#" comments in a split file name nothing. */
+static int is_list_comment(const char *line) { return !*line || *line == '#'; }
+
+/* The stem a split-file line names in folder (a subfolder of the dataset, or NULL): the line
+ * itself, or what follows "<folder>/" or "<dataset folder's name>/"; NULL when the line's prefix
+ * names another folder. */
+static const char *line_stem(const selection *sel, const char *line, const char *folder)
+{
+    const char *slash = strrchr(line, '/');
+    if (!slash) return line;
+    size_t pl = (size_t)(slash - line);
+    int ours = (folder && strlen(folder) == pl && strncmp(line, folder, pl) == 0)
+               || (strlen(sel->root_name) == pl && strncmp(line, sel->root_name, pl) == 0);
+    return ours ? slash + 1 : NULL;
+}
+
+/* Whether the split file names this stem of folder; marks every line that does. */
 static int listed(const selection *sel, const char *folder, const char *stem, size_t slen)
 {
-    size_t fl = folder ? strlen(folder) : 0;
+    int found = 0;
     for (int i = 0; i < sel->listed.n; i++) {
-        const char *s = sel->listed.v[i];
-        if (fl && strncmp(s, folder, fl) == 0 && s[fl] == '/') s += fl + 1;
-        if (strlen(s) == slen && strncmp(s, stem, slen) == 0) return 1;
+        const char *s = line_stem(sel, sel->listed.v[i], folder);
+        if (s && strlen(s) == slen && strncmp(s, stem, slen) == 0) found = sel->hit[i] = 1;
     }
-    return 0;
+    return found;
+}
+
+/* Whether a split-file line is meant for the dataset at root: a bare stem, or a prefix that is
+ * root's own name or a folder inside it. Other prefixes belong to the other dataset folders of
+ * the same run (eval --data A --data B with one list). */
+static int line_for_root(const selection *sel, const char *root, const char *line)
+{
+    const char *slash = strrchr(line, '/');
+    if (!slash) return 1;
+    size_t pl = (size_t)(slash - line);
+    if (strlen(sel->root_name) == pl && strncmp(line, sel->root_name, pl) == 0) return 1;
+    char *prefix = strndup(line, pl), *dir = prefix ? join(root, prefix) : NULL;
+    int inside = dir && is_dir(dir);
+    free(prefix);
+    free(dir);
+    return inside;
+}
+
+/* Every line of a split file meant for this dataset must name an image: a typo ("00l" for
+ * "001") or a stem that does not exist would otherwise shrink an evaluation silently. */
+static ls_status check_listed(const selection *sel, const char *root, const char *path,
+                              ls_error *err)
+{
+    int unmatched = 0, first = -1;
+    for (int i = 0; i < sel->listed.n; i++) {
+        const char *line = sel->listed.v[i];
+        if (is_list_comment(line) || sel->hit[i] || !line_for_root(sel, root, line)) continue;
+        if (first < 0) first = i;
+        unmatched++;
+    }
+    if (first < 0) return LS_OK;
+    return ls_fail(err, LS_ERR_ARG, "%s:%d: '%s' matches no image in %s (%d listed name(s) match "
+                   "none); a line names an image by its stem, without extension ('034', or "
+                   "'Dataset 2/034' for an image in a subfolder): fix or remove the line", path,
+                   first + 1, sel->listed.v[first], root, unmatched);
 }
 
 /* The fixed split by numeric id: id % 5 == 1 test, == 2 val, the rest train. */
@@ -285,6 +367,7 @@ typedef struct {
     int num_classes;
     char names[16][32];
     ls_level_map levels;
+    int assumed; /* 1: no classes.txt declared them; segmentation_WBC's are taken */
 } class_info;
 
 /* Names longer than 31 characters are cut: they only label reports. */
@@ -361,10 +444,11 @@ static ls_status read_roboflow_classes(const char *path, class_info *ci, ls_erro
     return st;
 }
 
-/* images/ + masks/ levels from classes.txt (or "levels"): one class per line "<value> [name]",
- * plus optional lines "ignore <value>" and "snap". Without such a file the folder is taken to use
- * segmentation_WBC's convention (0 background, 128 cytoplasm, 255 nucleus, snapping on), the
- * common case for white-blood-cell masks. */
+/* A dataset folder's levels from its classes.txt (or "levels"): one class per line
+ * "<value> [name]", plus optional lines "ignore <value>" and "snap". Without such a file the folder
+ * is taken to use segmentation_WBC's convention (0 background, 128 cytoplasm, 255 nucleus,
+ * snapping on), the common case for white-blood-cell masks; ci->assumed records that, so
+ * ls_dataset_add can check the masks really hold those levels. */
 static ls_status read_level_file(const char *root, class_info *ci, ls_error *err)
 {
     char *path = join(root, "classes.txt");
@@ -376,6 +460,7 @@ static ls_status read_level_file(const char *root, class_info *ci, ls_error *err
     if (!is_file(path)) {
         free(path);
         wbc_classes(ci);
+        ci->assumed = 1;
         return LS_OK;
     }
     name_list lines;
@@ -421,44 +506,116 @@ static ls_status read_level_file(const char *root, class_info *ci, ls_error *err
 /* Cell types from "Class Labels of Dataset N.csv": a header, then "<image id>,<type 1..5>". */
 typedef struct {
     int *type; /* type[id], 0 unknown */
+    int *line; /* line[id]: the CSV line type[id] came from, for duplicate errors */
     int n;
+    int rows;  /* label rows read */
 } cell_types;
+
+static const char labels_format[] =
+    "a header line, then one '<image id>,<type>' line per image (type 1 neutrophil, "
+    "2 lymphocyte, 3 monocyte, 4 eosinophil, 5 basophil)";
+
+static void cell_types_free(cell_types *ct)
+{
+    free(ct->type);
+    free(ct->line);
+    memset(ct, 0, sizeof *ct);
+}
+
+/* Makes room for type[id] (new entries unknown). */
+static ls_status cell_types_grow(cell_types *ct, long id, const char *path, ls_error *err)
+{
+    if (id < ct->n) return LS_OK;
+    int *t = realloc(ct->type, sizeof(int) * (size_t)(id + 1));
+    if (t) ct->type = t;
+    int *l = t ? realloc(ct->line, sizeof(int) * (size_t)(id + 1)) : NULL;
+    if (!l) return ls_fail(err, LS_ERR_NOMEM, "out of memory reading %s", path);
+    ct->line = l;
+    memset(ct->type + ct->n, 0, sizeof(int) * (size_t)(id + 1 - ct->n));
+    memset(ct->line + ct->n, 0, sizeof(int) * (size_t)(id + 1 - ct->n));
+    ct->n = (int)id + 1;
+    return LS_OK;
+}
+
+/* One "<image id>,<type>" row at line number line. An ID listed twice with the same type is
+ * harmless; with another type the CSV contradicts itself, and guessing would mislabel a cell. */
+static ls_status cell_types_row(cell_types *ct, const char *s, int line, const char *path,
+                                ls_error *err)
+{
+    char *end;
+    long id = strtol(s, &end, 10), t = -1;
+    if (end != s && *end == ',') t = strtol(end + 1, &end, 10);
+    while (isspace((unsigned char)*end)) end++;
+    if (id < 0 || id > 1000000 || t < 1 || t > 5 || *end) {
+        return ls_fail(err, LS_ERR_FORMAT, "%s:%d: expected '<image id>,<cell type 1..5>', found "
+                       "'%s'; the file holds %s", path, line, s, labels_format);
+    }
+    ls_status st = cell_types_grow(ct, id, path, err);
+    if (st != LS_OK) return st;
+    if (ct->type[id] && ct->type[id] != t) {
+        return ls_fail(err, LS_ERR_FORMAT, "%s:%d: image ID %ld has type %ld here but type %d on "
+                       "line %d; keep one row per image, with its right type", path, line, id, t,
+                       ct->type[id], ct->line[id]);
+    }
+    if (!ct->type[id]) {
+        ct->rows++;
+        ct->type[id] = (int)t;
+        ct->line[id] = line;
+    }
+    return LS_OK;
+}
 
 static ls_status read_cell_types(const char *path, cell_types *ct, ls_error *err)
 {
-    ct->type = NULL;
-    ct->n = 0;
+    memset(ct, 0, sizeof *ct);
     name_list lines;
     ls_status st = read_lines(path, &lines, err);
     for (int i = 0; st == LS_OK && i < lines.n; i++) {
-        char *s = lines.v[i], *end;
+        const char *s = lines.v[i];
         if (!*s || (i == 0 && !isdigit((unsigned char)*s))) continue; /* blank or header */
-        long id = strtol(s, &end, 10), t = -1;
-        if (end != s && *end == ',') t = strtol(end + 1, &end, 10);
-        if (id < 0 || id > 1000000 || t < 1 || t > 5 || *trim(end)) {
-            st = ls_fail(err, LS_ERR_FORMAT, "%s:%d: expected '<image id>,<cell type 1..5>', "
-                         "found '%s'", path, i + 1, s);
-            break;
-        }
-        if (id >= ct->n) {
-            int *p = realloc(ct->type, sizeof(int) * (size_t)(id + 1));
-            if (!p) {
-                st = ls_fail(err, LS_ERR_NOMEM, "out of memory reading %s", path);
-                break;
-            }
-            memset(p + ct->n, 0, sizeof(int) * (size_t)(id + 1 - ct->n));
-            ct->type = p;
-            ct->n = (int)id + 1;
-        }
-        ct->type[id] = (int)t;
+        st = cell_types_row(ct, s, i + 1, path, err);
     }
     names_free(&lines);
-    if (st != LS_OK) {
-        free(ct->type);
-        ct->type = NULL;
-        ct->n = 0;
-    }
+    if (st != LS_OK) cell_types_free(ct);
     return st;
+}
+
+/* Labels are only needed for cell types, so a missing or empty CSV is a note, not an error; the
+ * note names the file expected, because training cell types fails later without it. */
+static void note_missing_labels(const char *dir, const char *csv, const cell_types *ct,
+                                sample_list *out)
+{
+    if (!csv) {
+        add_note(out->notes, "%s: no cell-type labels: they are read from 'Class Labels of "
+                 "Dataset N.csv' beside a folder named 'Dataset N', holding %s", dir,
+                 labels_format);
+    } else if (!is_file(csv)) {
+        add_note(out->notes, "%s: no cell-type labels: %s does not exist; for cell types it "
+                 "should hold %s", dir, csv, labels_format);
+    } else if (ct->rows == 0) {
+        add_note(out->notes, "%s holds no label rows, so %s has no cell-type labels; it should "
+                 "hold %s", csv, dir, labels_format);
+    }
+}
+
+/* Names how many of the images taken (out's samples from first on) have no label row in csv,
+ * and the first few. */
+static void note_unlabelled(const char *csv, int first, sample_list *out)
+{
+    int taken = 0, missing = 0;
+    char some[64] = "";
+    size_t used = 0;
+    for (int i = first; i < out->n; i++) {
+        taken++;
+        if (out->v[i].cell_type) continue;
+        if (++missing <= 4 && used < sizeof some)
+            used += (size_t)snprintf(some + used, sizeof some - used, "%s%s",
+                                     missing > 1 ? ", " : "", out->v[i].stem);
+    }
+    if (missing) {
+        add_note(out->notes, "%s has no row for %d of the %d images (%s%s): their cell type "
+                 "is unknown", csv, missing, taken, some, missing > 4 ? ", ..." : "");
+    }
 }
 
 /* A folder of NNN.bmp images with NNN.png masks; csv (may be NULL or absent) gives cell types.
@@ -466,9 +623,10 @@ static ls_status read_cell_types(const char *path, cell_types *ct, ls_error *err
 static ls_status add_bmp_folder(const char *dir, const char *folder, const char *csv, int source,
                                 const selection *sel, sample_list *out, ls_error *err)
 {
-    cell_types ct = {NULL, 0};
+    cell_types ct = {NULL, NULL, 0, 0};
     ls_status st = csv && is_file(csv) ? read_cell_types(csv, &ct, err) : LS_OK;
     name_list names = {NULL, 0};
+    int first = out->n;
     if (st == LS_OK) st = list_dir(dir, &names, err);
     for (int i = 0; st == LS_OK && i < names.n; i++) {
         const char *name = names.v[i];
@@ -489,8 +647,10 @@ static ls_status add_bmp_folder(const char *dir, const char *folder, const char 
         int type = id >= 0 && id < ct.n ? ct.type[id] : 0;
         st = push_sample(out, image, mask, m >= 0, name, slen, type, source, err);
     }
+    if (st == LS_OK && ct.rows == 0) note_missing_labels(dir, csv, &ct, out);
+    if (st == LS_OK && ct.rows > 0) note_unlabelled(csv, first, out);
     names_free(&names);
-    free(ct.type);
+    cell_types_free(&ct);
     return st;
 }
 
@@ -570,6 +730,24 @@ static ls_status add_wbc_folder(const char *root, int base, const selection *sel
     return st;
 }
 
+/* Masks are read from PNG only. A JPEG mask is refused rather than read: its lossy compression
+ * leaves grey values around every edge and can shift whole levels, so the classes it yields are
+ * guesses. Without this check such a mask would be skipped, and the image reported as having no
+ * mask at all. */
+static ls_status check_mask_format(const char *mdir, const char *name, ls_error *err)
+{
+    const char *e = ext_of(name);
+    if (!strcasecmp(e, "png")) return LS_OK;
+    if (!strcasecmp(e, "jpg") || !strcasecmp(e, "jpeg")) {
+        return ls_fail(err, LS_ERR_FORMAT, "mask %s/%s is a JPEG; JPEG masks are not read, because "
+                       "lossy compression changes the class values along every edge: export the "
+                       "mask as PNG (lossless) with the same name", mdir, name);
+    }
+    return ls_fail(err, LS_ERR_FORMAT, "mask %s/%s is not a PNG; masks/ must hold one PNG per "
+                   "image (gray values or palette indices): convert it to PNG or move it out",
+                   mdir, name);
+}
+
 /* images/ + masks/: a mask without its image is an error (usually a renamed file); an image
  * without a mask is kept with mask_path NULL (prediction-only samples). */
 static ls_status add_images_masks(const char *root, int base, const selection *sel,
@@ -580,6 +758,7 @@ static ls_status add_images_masks(const char *root, int base, const selection *s
     ls_status st = idir && mdir ? list_dir(idir, &imgs, err)
                                 : ls_fail(err, LS_ERR_NOMEM, "out of memory");
     if (st == LS_OK) st = list_dir(mdir, &masks, err);
+    for (int i = 0; st == LS_OK && i < masks.n; i++) st = check_mask_format(mdir, masks.v[i], err);
     for (int i = 0; st == LS_OK && i < masks.n; i++) {
         size_t slen = stem_len(masks.v[i]);
         int found = 0;
@@ -761,16 +940,16 @@ static ls_status collect(const char *root, int base, const selection *sel, class
     if (!idir || !mdir) {
         st = ls_fail(err, LS_ERR_NOMEM, "out of memory");
     } else if (wbc_root) {
-        wbc_classes(ci);
-        st = add_wbc_root(root, &entries, base, sel, out, err);
+        st = read_level_file(root, ci, err);
+        if (st == LS_OK) st = add_wbc_root(root, &entries, base, sel, out, err);
     } else if (is_dir(idir) && is_dir(mdir)) {
         st = read_level_file(root, ci, err);
         if (st == LS_OK) st = add_images_masks(root, base, sel, out, err);
     } else if (is_roboflow(root)) {
         st = add_roboflow(root, base, sel, ci, out, err);
     } else if (bmp) {
-        wbc_classes(ci);
-        st = add_wbc_folder(root, base, sel, out, err);
+        st = read_level_file(root, ci, err);
+        if (st == LS_OK) st = add_wbc_folder(root, base, sel, out, err);
     } else {
         st = ls_fail(err, LS_ERR_FORMAT, "%s holds no known dataset layout: expected 'Dataset N' "
                      "folders or files of NNN.bmp + NNN.png (segmentation_WBC), images/ + masks/ "
@@ -780,6 +959,210 @@ static ls_status collect(const char *root, int base, const selection *sel, class
     free(mdir);
     names_free(&entries);
     return st;
+}
+
+/* root's own name ("Dataset 2" for "data/Dataset 2/"), malloc'd; NULL when out of memory. */
+static char *base_name_of(const char *root)
+{
+    size_t n = strlen(root);
+    while (n > 1 && root[n - 1] == '/') n--;
+    size_t b = n;
+    while (b > 0 && root[b - 1] != '/') b--;
+    return strndup(root + b, n - b);
+}
+
+/* The selection of one ls_dataset_add call; sel->root_name must be set. */
+static ls_status open_selection(selection *sel, ls_split split, const char *split_file,
+                                ls_error *err)
+{
+    sel->split = split;
+    sel->use_file = split_file != NULL;
+    if (!split_file) return LS_OK;
+    ls_status st = read_lines(split_file, &sel->listed, err);
+    if (st != LS_OK) return st;
+    int stems = 0;
+    for (int i = 0; i < sel->listed.n; i++) stems += !is_list_comment(sel->listed.v[i]);
+    if (stems == 0) {
+        return ls_fail(err, LS_ERR_FORMAT, "split file %s lists no stems; write one image stem per "
+                       "line ('034' or 'Dataset 2/034')", split_file);
+    }
+    sel->hit = calloc((size_t)sel->listed.n, 1);
+    return sel->hit ? LS_OK : ls_fail(err, LS_ERR_NOMEM, "out of memory reading %s", split_file);
+}
+
+/* "0 (1200 px), 255 (300 px)": the stored values of hist with their pixel counts, lowest first. */
+static void describe_values(const long *hist, char *buf, size_t len)
+{
+    size_t used = 0;
+    int shown = 0;
+    buf[0] = 0;
+    for (int v = 0; v < 65536 && used < len; v++) {
+        if (!hist[v]) continue;
+        if (shown++ == 8) {
+            snprintf(buf + used, len - used, ", ...");
+            break;
+        }
+        used += (size_t)snprintf(buf + used, len - used, "%s%d (%ld px)", shown > 1 ? ", " : "", v,
+                                 hist[v]);
+    }
+}
+
+/* Reads the masks of one source folder, from the first on, until every class of levels has
+ * appeared; present[k] marks class k seen, hist counts the stored values of the masks read. */
+static ls_status classes_present(const sample_list *all, int source, const ls_level_map *levels,
+                                 long *hist, int *present, int *masks, ls_error *err)
+{
+    int found = 0;
+    *masks = 0;
+    for (int i = 0; i < all->n && found < levels->num_levels; i++) {
+        const ls_sample *s = &all->v[i];
+        if (s->source != source || !s->mask_path) continue;
+        ls_raw_mask raw;
+        ls_mask m = {0, 0, NULL};
+        ls_status st = ls_raw_mask_load(s->mask_path, &raw, err);
+        if (st == LS_OK) st = ls_mask_from_raw(&raw, levels, s->mask_path, &m, NULL, err);
+        for (size_t p = 0; st == LS_OK && p < (size_t)m.w * (size_t)m.h; p++) {
+            hist[raw.data[p]]++;
+            int k = m.data[p];
+            if (k < levels->num_levels && !present[k]) found += present[k] = 1;
+        }
+        ls_raw_mask_free(&raw);
+        ls_mask_free(&m);
+        if (st != LS_OK) return st;
+        ++*masks;
+    }
+    return LS_OK;
+}
+
+static ls_status report_missing_class(const char *root, const class_info *ci, const char *mask,
+                                      const long *hist, int masks, int k, ls_error *err)
+{
+    char values[256];
+    describe_values(hist, values, sizeof values);
+    char *folder = strdup(mask), *slash = folder ? strrchr(folder, '/') : NULL;
+    if (slash) *slash = 0;
+    ls_status st = ls_fail(err, LS_ERR_FORMAT, "%s: none of its %d mask(s) holds %s (mask value "
+                           "%d); they hold only the values %s. %s has no classes.txt, so its masks "
+                           "are read with segmentation_WBC's levels (0 background, 128 cytoplasm, "
+                           "255 nucleus) and %s would be missing: declare the real levels in "
+                           "%s/classes.txt, one '<value> <name>' line per class (for binary 0/255 "
+                           "masks: '0 background' and '255 cell')",
+                           folder && slash ? folder : mask, masks, ci->names[k],
+                           ci->levels.levels[k], values, root, ci->names[k], root);
+    free(folder);
+    return st;
+}
+
+/* Without a classes.txt a folder is read with segmentation_WBC's levels. A folder whose masks
+ * never hold one of them (binary 0/255 masks: no cytoplasm anywhere) would lose that class
+ * silently, with mIoU computed over a class that is not there, so it is an error. One image
+ * without cytoplasm is normal, so each source folder is judged on all its masks (all = every
+ * sample of the folder, whatever the split); reading stops once every class has appeared, after
+ * one mask for segmentation_WBC. */
+static ls_status check_assumed_levels(const char *root, const class_info *ci,
+                                      const sample_list *all, ls_error *err)
+{
+    int first = -1, last = -1;
+    for (int i = 0; i < all->n; i++) {
+        if (first < 0 || all->v[i].source < first) first = all->v[i].source;
+        if (all->v[i].source > last) last = all->v[i].source;
+    }
+    long *hist = malloc(65536 * sizeof *hist);
+    ls_status st = hist ? LS_OK : ls_fail(err, LS_ERR_NOMEM, "out of memory checking %s", root);
+    for (int src = first; st == LS_OK && src >= 0 && src <= last; src++) {
+        int present[16] = {0}, masks = 0, missing = -1;
+        memset(hist, 0, 65536 * sizeof *hist);
+        st = classes_present(all, src, &ci->levels, hist, present, &masks, err);
+        for (int k = ci->num_classes - 1; k >= 0; k--) missing = present[k] ? missing : k;
+        const char *mask = NULL;
+        for (int i = 0; i < all->n && !mask; i++)
+            mask = all->v[i].source == src ? all->v[i].mask_path : NULL;
+        if (st == LS_OK && masks > 0 && missing >= 0)
+            st = report_missing_class(root, ci, mask, hist, masks, missing, err);
+    }
+    free(hist);
+    return st;
+}
+
+/* Runs check_assumed_levels on every sample of root, not only the split's. */
+static ls_status check_folder_levels(const char *root, const selection *sel, int base,
+                                     const class_info *ci, const sample_list *selected,
+                                     ls_error *err)
+{
+    if (!sel->use_file && sel->split == LS_SPLIT_ALL)
+        return check_assumed_levels(root, ci, selected, err);
+    selection every = {LS_SPLIT_ALL, {NULL, 0}, NULL, sel->root_name, 0};
+    sample_list all;
+    class_info same;
+    memset(&all, 0, sizeof all);
+    ls_status st = collect(root, base, &every, &same, &all, err);
+    if (st == LS_OK) st = check_assumed_levels(root, ci, &all, err);
+    samples_free(&all);
+    return st;
+}
+
+static void describe_map(const ls_level_map *m, char *buf, size_t len)
+{
+    char lv[128];
+    describe_levels(m, lv, sizeof lv);
+    if (m->ignore_value >= 0)
+        snprintf(buf, len, "%s (snapping %s, ignore value %d)", lv, m->snap ? "on" : "off",
+                 m->ignore_value);
+    else
+        snprintf(buf, len, "%s (snapping %s, no ignore value)", lv, m->snap ? "on" : "off");
+}
+
+/* Folders combined in one dataset must share classes and levels. */
+static ls_status check_joins(const ls_dataset *ds, const char *root, const class_info *ci,
+                             ls_error *err)
+{
+    if (!ds->num_classes) return LS_OK;
+    if (ds->num_classes != ci->num_classes) {
+        return ls_fail(err, LS_ERR_ARG, "%s has %d classes but the folders added before have %d; "
+                       "folders combined in one dataset must share their classes", root,
+                       ci->num_classes, ds->num_classes);
+    }
+    if (same_levels(&ci->levels, &ds->levels)) return LS_OK;
+    char a[200], b[200];
+    describe_map(&ci->levels, a, sizeof a);
+    describe_map(&ds->levels, b, sizeof b);
+    return ls_fail(err, LS_ERR_ARG, "%s stores classes as mask values %s but the folders added "
+                   "before use %s; make their classes.txt files agree, or convert the masks", root,
+                   a, b);
+}
+
+/* Appends the notes of one folder; a cut ends in "...". */
+static void append_notes(char *notes, const char *more)
+{
+    size_t used = strlen(notes), add = strlen(more);
+    if (used + add < NOTES_CAP) {
+        memcpy(notes + used, more, add + 1);
+    } else if (used + 5 <= NOTES_CAP) {
+        memcpy(notes + used, more, NOTES_CAP - used - 5);
+        memcpy(notes + NOTES_CAP - 5, "...\n", 5);
+    }
+}
+
+/* Moves the collected samples into ds, which takes the folder's classes if it had none. */
+static ls_status append_samples(ls_dataset *ds, const char *root, const class_info *ci,
+                                sample_list *list, ls_error *err)
+{
+    ls_sample *all = realloc(ds->samples, sizeof *all * ((size_t)ds->n + (size_t)list->n));
+    if (!all) return ls_fail(err, LS_ERR_NOMEM, "out of memory adding %s", root);
+    qsort(list->v, (size_t)list->n, sizeof *list->v, cmp_sample);
+    memcpy(all + ds->n, list->v, sizeof *all * (size_t)list->n);
+    ds->samples = all;
+    ds->n += list->n;
+    free(list->v);
+    list->v = NULL;
+    list->n = 0;
+    if (!ds->num_classes) {
+        ds->num_classes = ci->num_classes;
+        memcpy(ds->class_names, ci->names, sizeof ci->names);
+        ds->levels = ci->levels;
+    }
+    append_notes(ds->notes, list->notes);
+    return LS_OK;
 }
 
 ls_status ls_dataset_add(ls_dataset *ds, const char *root, ls_split split, const char *split_file,
@@ -792,62 +1175,55 @@ ls_status ls_dataset_add(ls_dataset *ds, const char *root, ls_split split, const
         return ls_fail(err, LS_ERR_IO, "dataset folder %s does not exist or is not a folder; "
                        "check the path", root);
     }
-    selection sel = {split, {NULL, 0}, split_file != NULL};
-    ls_status st = split_file ? read_lines(split_file, &sel.listed, err) : LS_OK;
-    int stems = 0;
-    for (int i = 0; i < sel.listed.n; i++) stems += sel.listed.v[i][0] != 0;
-    if (st == LS_OK && split_file && stems == 0)
-        st = ls_fail(err, LS_ERR_FORMAT, "split file %s lists no stems", split_file);
+    char *root_name = base_name_of(root);
+    selection sel = {split, {NULL, 0}, NULL, root_name, 0};
+    ls_status st = root_name ? open_selection(&sel, split, split_file, err)
+                             : ls_fail(err, LS_ERR_NOMEM, "out of memory");
     /* Sources number the folders: one past the highest already in the dataset. */
     int base = 0;
     for (int i = 0; i < ds->n; i++) {
         if (ds->samples[i].source >= base) base = ds->samples[i].source + 1;
     }
-    sample_list list = {NULL, 0};
+    sample_list list;
     class_info ci;
+    memset(&list, 0, sizeof list);
     memset(&ci, 0, sizeof ci);
     if (st == LS_OK) st = collect(root, base, &sel, &ci, &list, err);
+    if (st == LS_OK && split_file) st = check_listed(&sel, root, split_file, err);
     if (st == LS_OK && list.n == 0) {
         st = ls_fail(err, LS_ERR_ARG, "%s has no samples for %s%s; check the folder and the split",
                      root, split_file ? "the stems in " : "the split ",
                      split_file ? split_file : split_name(split));
     }
-    if (st == LS_OK && ds->num_classes && ds->num_classes != ci.num_classes) {
-        st = ls_fail(err, LS_ERR_ARG, "%s has %d classes but the folders added before have %d; "
-                     "folders combined in one dataset must share their classes", root,
-                     ci.num_classes, ds->num_classes);
-    }
-    if (st == LS_OK && ds->num_classes && !same_levels(&ci.levels, &ds->levels)) {
-        char a[128], b[128];
-        describe_levels(&ci.levels, a, sizeof a);
-        describe_levels(&ds->levels, b, sizeof b);
-        st = ls_fail(err, LS_ERR_ARG, "%s stores classes as mask values %s (snap %d, ignore %d) "
-                     "but the folders added before use %s (snap %d, ignore %d); convert the masks "
-                     "so they agree", root, a, ci.levels.snap, ci.levels.ignore_value, b,
-                     ds->levels.snap, ds->levels.ignore_value);
-    }
-    ls_sample *all = NULL;
-    if (st == LS_OK) {
-        all = realloc(ds->samples, sizeof *all * ((size_t)ds->n + (size_t)list.n));
-        if (!all) st = ls_fail(err, LS_ERR_NOMEM, "out of memory adding %s", root);
-    }
-    if (st == LS_OK) {
-        qsort(list.v, (size_t)list.n, sizeof *list.v, cmp_sample);
-        memcpy(all + ds->n, list.v, sizeof *all * (size_t)list.n);
-        ds->samples = all;
-        ds->n += list.n;
-        free(list.v);
-        list.v = NULL;
-        list.n = 0;
-        if (!ds->num_classes) {
-            ds->num_classes = ci.num_classes;
-            memcpy(ds->class_names, ci.names, sizeof ci.names);
-            ds->levels = ci.levels;
-        }
-    }
+    if (st == LS_OK && ci.assumed) st = check_folder_levels(root, &sel, base, &ci, &list, err);
+    if (st == LS_OK) st = check_joins(ds, root, &ci, err);
+    if (st == LS_OK) st = append_samples(ds, root, &ci, &list, err);
     samples_free(&list);
     names_free(&sel.listed);
+    free(sel.hit);
+    free(root_name);
     return st;
+}
+
+ls_status ls_dataset_check_classes(const ls_dataset *ds, int num_labels, const char *model_name,
+                                   ls_error *err)
+{
+    if (!ds) return ls_fail(err, LS_ERR_ARG, "ls_dataset_check_classes: no dataset given");
+    if (ds->num_classes == num_labels) return LS_OK;
+    char names[400];
+    size_t used = 0;
+    names[0] = 0;
+    for (int k = 0; k < ds->num_classes && used < sizeof names; k++) {
+        used += (size_t)snprintf(names + used, sizeof names - used, "%s%s = mask value %d",
+                                 k ? ", " : "", ds->class_names[k], ds->levels.levels[k]);
+    }
+    return ls_fail(err, LS_ERR_SHAPE, "the dataset has %d classes (%s) but the model %s predicts "
+                   "%d; use a model trained on masks with these classes (leukoseg train takes its "
+                   "classes from the data folder's classes.txt, or segmentation_WBC's 3 without "
+                   "one), or, if the masks hold the model's classes, declare its %d levels in the "
+                   "data folder's classes.txt ('<value> <name>' per line; leukoseg info shows the "
+                   "model's)", ds->num_classes, names, model_name ? model_name : "(model)",
+                   num_labels, num_labels);
 }
 
 void ls_dataset_free(ls_dataset *ds)

@@ -64,6 +64,39 @@ static void write_pair(const char *img_rel, int w, int h, const char *mask_rel, 
     free(m);
 }
 
+/* A w x h gray mask whose pixels cycle through the n values lv. */
+static void write_cycle_mask(const char *rel, int w, int h, const uint8_t *lv, int n)
+{
+    ls_error err = {""};
+    uint8_t *m = malloc((size_t)w * (size_t)h);
+    for (int i = 0; i < w * h; i++) m[i] = lv[i % n];
+    CHECK_OK(ls_png_write_gray(tpath(rel), m, w, h, &err), err);
+    free(m);
+}
+
+static const uint8_t wbc_levels[3] = {0, 128, 255}, binary_levels[2] = {0, 255};
+
+/* A w x h black 24-bit BMP (rows padded to 4 bytes). */
+static void write_bmp(const char *rel, int w, int h)
+{
+    size_t row = ((size_t)w * 3 + 3) / 4 * 4, size = 54 + row * (size_t)h;
+    uint8_t *b = calloc(size, 1);
+    uint32_t fields[][2] = {{2, (uint32_t)size}, {10, 54}, {14, 40}, {18, (uint32_t)w},
+                            {22, (uint32_t)h}};
+    b[0] = 'B';
+    b[1] = 'M';
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+        uint8_t *at = b + fields[i][0];
+        for (int k = 0; k < 4; k++) at[k] = (uint8_t)(fields[i][1] >> 8 * k);
+    }
+    b[26] = 1;  /* planes */
+    b[28] = 24; /* bits per pixel */
+    FILE *f = fopen(tpath(rel), "wb");
+    CHECK(f && fwrite(b, 1, size, f) == size);
+    if (f) fclose(f);
+    free(b);
+}
+
 static int count_split(const char *root, ls_split split)
 {
     ls_dataset ds = {0};
@@ -99,6 +132,8 @@ static void test_real_dataset(void)
     CHECK(strcmp(ds.class_names[0], "background") == 0);
     CHECK(strcmp(ds.class_names[2], "nucleus") == 0);
     CHECK(ds.n == 380);
+    /* Every image has a label row and the masks hold all three levels: nothing to note. */
+    CHECK(ds.notes[0] == 0);
     if (ds.n != 380) {
         ls_dataset_free(&ds);
         return;
@@ -150,6 +185,38 @@ static void test_real_dataset(void)
     CHECK(ds.n == 60 && ds.samples[0].cell_type == 2 && ds.samples[0].id == 1);
     CHECK_OK(ls_dataset_add(&ds, tu_wbc("/Dataset 2"), LS_SPLIT_TEST, NULL, &err), err);
     CHECK(ds.n == 80 && ds.samples[79].source == 1 && ds.samples[59].source == 0);
+    CHECK(ds.notes[0] == 0);
+    ls_dataset_free(&ds);
+}
+
+/* Split lists against the real folders: every name must match an image (the reviewer's list
+ * 001, 999, 00l used to evaluate 1 image). */
+static void test_real_split_lists(void)
+{
+    struct stat st;
+    if (stat(tu_wbc("/Dataset 1"), &st) != 0) return; /* test_real_dataset reports it */
+    ls_dataset ds = {0};
+    ls_error err = {""};
+    char list[512];
+    snprintf(list, sizeof list, "%s", tpath("typos.txt"));
+    write_text("typos.txt", "001\n999\n00l\n");
+    CHECK(ls_dataset_add(&ds, tu_wbc("/Dataset 1"), LS_SPLIT_ALL, list, &err) == LS_ERR_ARG);
+    CHECK(strstr(err.msg, "typos.txt:2: '999' matches no image") && strstr(err.msg, "Dataset 1")
+          && strstr(err.msg, "2 listed name(s)"));
+    CHECK(ds.n == 0);
+    /* A folder prefix: its own name, or a subfolder of the segmentation_WBC root. A line for
+     * Dataset 2 is left alone when only Dataset 1 is added (eval --data D1 --data D2). */
+    write_text("typos.txt", "Dataset 1/001\nDataset 2/041\n");
+    CHECK_OK(ls_dataset_add(&ds, tu_wbc("/Dataset 1"), LS_SPLIT_ALL, list, &err), err);
+    CHECK(ds.n == 1 && ds.samples[0].id == 1);
+    ls_dataset_free(&ds);
+    CHECK_OK(ls_dataset_add(&ds, tu_wbc(""), LS_SPLIT_ALL, list, &err), err);
+    CHECK(ds.n == 2 && ds.samples[1].id == 41 && ds.samples[1].source == 1);
+    ls_dataset_free(&ds);
+    /* Inside the root, a subfolder's stem that does not exist is an error too. */
+    write_text("typos.txt", "Dataset 1/001\nDataset 2/999\n");
+    CHECK(ls_dataset_add(&ds, tu_wbc(""), LS_SPLIT_ALL, list, &err) == LS_ERR_ARG);
+    CHECK(strstr(err.msg, "typos.txt:2: 'Dataset 2/999'") != NULL);
     ls_dataset_free(&ds);
 }
 
@@ -166,6 +233,8 @@ static void test_images_masks(void)
         snprintf(b, sizeof b, "my data/masks/%s.png", stems[i]);
         write_pair(a, 4, 3, b, 4, 3, i == 5 ? 130 : 128);
     }
+    /* Without a classes.txt the folder as a whole must hold every segmentation_WBC level. */
+    write_cycle_mask("my data/masks/1.png", 4, 3, wbc_levels, 3);
     ls_dataset ds = {0};
     ls_error err = {""};
     CHECK_OK(ls_dataset_add(&ds, tpath("my data"), LS_SPLIT_TEST, NULL, &err), err);
@@ -207,11 +276,18 @@ static void test_images_masks(void)
     CHECK(strstr(err.msg, "abc") && strstr(err.msg, "split file") && ds.n == 0);
     /* ...but is fine with "all" or a split file (which may name stems or folder/stem). */
     CHECK(count_split(tpath("my data"), LS_SPLIT_ALL) == 8);
+    /* A name that matches no image is an error naming the list, the line and the name. */
     write_text("split list.txt", "abc\n\n7\r\nno-such\n");
     char list[512];
     snprintf(list, sizeof list, "%s", tpath("split list.txt"));
+    CHECK(ls_dataset_add(&ds, tpath("my data"), LS_SPLIT_TRAIN, list, &err) == LS_ERR_ARG);
+    CHECK(strstr(err.msg, "split list.txt:4: 'no-such' matches no image") && ds.n == 0);
+    /* Comments and blank lines name nothing; the folder's own name may prefix a stem; a line for
+     * another folder (of another --data in the same run) is left to that folder. */
+    write_text("split list.txt", "abc\n\n# picked by hand\n7\r\nmy data/2\nother data/5\n");
     CHECK_OK(ls_dataset_add(&ds, tpath("my data"), LS_SPLIT_TRAIN, list, &err), err);
-    CHECK(ds.n == 2 && ds.samples[0].id == 7 && strcmp(ds.samples[1].stem, "abc") == 0);
+    CHECK(ds.n == 3 && ds.samples[0].id == 2 && ds.samples[1].id == 7);
+    CHECK(ds.n == 3 && strcmp(ds.samples[2].stem, "abc") == 0);
     ls_dataset_free(&ds);
 
     /* An image without a mask is kept without one; a mask without an image is an error. */
@@ -242,7 +318,8 @@ static void test_images_masks(void)
     CHECK(i11 >= 0);
     if (i11 >= 0) {
         CHECK(ls_dataset_load(&ds, i11, &img, &m, &snapped, &err) == LS_ERR_FORMAT);
-        CHECK(strstr(err.msg, "masks/11.png") && strstr(err.msg, "12 pixel(s) hold value 130"));
+        CHECK(strstr(err.msg, "masks/11.png") && strstr(err.msg, "12 pixel(s) hold 1 value(s)")
+              && strstr(err.msg, "130 (12 px)") && strstr(err.msg, "ignore value 255"));
     }
     ls_dataset_free(&ds);
 }
@@ -294,6 +371,126 @@ static void test_roboflow(void)
     CHECK(strstr(err.msg, "_classes.csv") != NULL);
 }
 
+/* Input case 1 at the dataset level: a folder of binary 0/255 masks with no classes.txt. */
+static void test_binary_masks(void)
+{
+    mkdirs("bin");
+    mkdirs("bin/images");
+    mkdirs("bin/masks");
+    char a[64], b[64];
+    for (int i = 1; i <= 3; i++) {
+        snprintf(a, sizeof a, "bin/images/%d.png", i);
+        snprintf(b, sizeof b, "bin/masks/%d.png", i);
+        write_pair(a, 4, 3, NULL, 4, 3, 0);
+        write_cycle_mask(b, 4, 3, binary_levels, 2);
+    }
+    ls_dataset ds = {0};
+    ls_error err = {""};
+    CHECK(ls_dataset_add(&ds, tpath("bin"), LS_SPLIT_ALL, NULL, &err) == LS_ERR_FORMAT);
+    CHECK(strstr(err.msg, "bin/masks: none of its 3 mask(s) holds cytoplasm (mask value 128)")
+          && strstr(err.msg, "only the values 0 (18 px), 255 (18 px)")
+          && strstr(err.msg, "bin/classes.txt") && strstr(err.msg, "'255 cell'"));
+    CHECK(ds.n == 0);
+    /* The folder is judged whole, whatever the split: the test split alone (image 1) fails... */
+    CHECK(ls_dataset_add(&ds, tpath("bin"), LS_SPLIT_TEST, NULL, &err) == LS_ERR_FORMAT);
+    /* ...and passes once another image of the folder holds cytoplasm, though image 1 has none. */
+    write_cycle_mask("bin/masks/2.png", 4, 3, wbc_levels, 3);
+    CHECK_OK(ls_dataset_add(&ds, tpath("bin"), LS_SPLIT_TEST, NULL, &err), err);
+    CHECK(ds.n == 1 && ds.num_classes == 3 && ds.samples[0].id == 1);
+    ls_dataset_free(&ds);
+    /* Declared levels are taken as they stand. */
+    write_cycle_mask("bin/masks/2.png", 4, 3, binary_levels, 2);
+    write_text("bin/classes.txt", "0 background\n255 cell\n");
+    CHECK_OK(ls_dataset_add(&ds, tpath("bin"), LS_SPLIT_ALL, NULL, &err), err);
+    CHECK(ds.n == 3 && ds.num_classes == 2 && ds.levels.levels[1] == 255);
+    ls_image img;
+    ls_mask m;
+    CHECK_OK(ls_dataset_load(&ds, 0, &img, &m, NULL, &err), err);
+    CHECK(m.data && m.data[0] == 0 && m.data[1] == 1 && m.data[11] == 1);
+    ls_image_free(&img);
+    ls_mask_free(&m);
+    /* Defect 5: a model of another class count; the message says what to do. */
+    CHECK_OK(ls_dataset_check_classes(&ds, 2, "m.safetensors", &err), err);
+    CHECK(ls_dataset_check_classes(&ds, 3, "m.safetensors", &err) == LS_ERR_SHAPE);
+    CHECK(strstr(err.msg, "has 2 classes (background = mask value 0, cell = mask value 255)")
+          && strstr(err.msg, "m.safetensors predicts 3") && strstr(err.msg, "leukoseg train")
+          && strstr(err.msg, "classes.txt"));
+    ls_dataset_free(&ds);
+}
+
+/* Masks are PNG; a JPEG mask is named and refused, not skipped as "no mask". */
+static void test_mask_formats(void)
+{
+    mkdirs("jm");
+    mkdirs("jm/images");
+    mkdirs("jm/masks");
+    write_pair("jm/images/a.png", 3, 3, NULL, 3, 3, 0);
+    write_text("jm/masks/a.jpg", "not really a jpeg");
+    ls_dataset ds = {0};
+    ls_error err = {""};
+    CHECK(ls_dataset_add(&ds, tpath("jm"), LS_SPLIT_ALL, NULL, &err) == LS_ERR_FORMAT);
+    CHECK(strstr(err.msg, "jm/masks/a.jpg") && strstr(err.msg, "JPEG masks are not read")
+          && strstr(err.msg, "lossy") && strstr(err.msg, "PNG"));
+    remove(tpath("jm/masks/a.jpg"));
+    write_text("jm/masks/a.tif", "tiff");
+    CHECK(ls_dataset_add(&ds, tpath("jm"), LS_SPLIT_ALL, NULL, &err) == LS_ERR_FORMAT);
+    CHECK(strstr(err.msg, "jm/masks/a.tif is not a PNG") != NULL);
+    CHECK(ds.n == 0);
+}
+
+/* Writes "wbc/Dataset 7" with images 001..004 (masks of all three levels) once. */
+static void make_dataset7(void)
+{
+    mkdirs("wbc");
+    mkdirs("wbc/Dataset 7");
+    char a[64], b[64];
+    for (int i = 1; i <= 4; i++) {
+        snprintf(a, sizeof a, "wbc/Dataset 7/%03d.bmp", i);
+        snprintf(b, sizeof b, "wbc/Dataset 7/%03d.png", i);
+        write_bmp(a, 3, 2);
+        write_cycle_mask(b, 3, 2, wbc_levels, 3);
+    }
+}
+
+/* Class-label CSVs: contradictions are errors, gaps and absences are notes naming the file. */
+static void test_label_csv(void)
+{
+    make_dataset7();
+    const char *csv = "wbc/Class Labels of Dataset 7.csv";
+    ls_dataset ds = {0};
+    ls_error err = {""};
+    write_text(csv, "image ID,class label\n1,2\n3,1\n3,2\n");
+    CHECK(ls_dataset_add(&ds, tpath("wbc"), LS_SPLIT_ALL, NULL, &err) == LS_ERR_FORMAT);
+    CHECK(strstr(err.msg, "Class Labels of Dataset 7.csv:4: image ID 3 has type 2 here but type "
+                 "1 on line 3"));
+    write_text(csv, "image ID,class label\n1,2\n3,1\n3,1\n4,6\n");
+    CHECK(ls_dataset_add(&ds, tpath("wbc"), LS_SPLIT_ALL, NULL, &err) == LS_ERR_FORMAT);
+    CHECK(strstr(err.msg, "Dataset 7.csv:5: expected '<image id>,<cell type 1..5>', found '4,6'"));
+    /* The same row twice is harmless; images 2 and 4 have no row: a note names them. */
+    write_text(csv, "image ID,class label\r\n1,2\r\n3,1\r\n3,1\r\n");
+    CHECK_OK(ls_dataset_add(&ds, tpath("wbc"), LS_SPLIT_ALL, NULL, &err), err);
+    CHECK(ds.n == 4 && ds.num_classes == 3);
+    if (ds.n == 4) {
+        CHECK(ds.samples[0].cell_type == 2 && ds.samples[1].cell_type == 0);
+        CHECK(ds.samples[2].cell_type == 1 && ds.samples[3].cell_type == 0);
+    }
+    CHECK(strstr(ds.notes, "Class Labels of Dataset 7.csv has no row for 2 of the 4 images "
+                 "(002, 004)"));
+    ls_dataset_free(&ds);
+    /* A header alone: a note names the file and the format it should have. */
+    write_text(csv, "image ID,class label\n");
+    CHECK_OK(ls_dataset_add(&ds, tpath("wbc/Dataset 7"), LS_SPLIT_ALL, NULL, &err), err);
+    CHECK(strstr(ds.notes, "Class Labels of Dataset 7.csv holds no label rows")
+          && strstr(ds.notes, "'<image id>,<type>'") && strstr(ds.notes, "5 basophil"));
+    ls_dataset_free(&ds);
+    /* No CSV at all: the note names the path expected. */
+    remove(tpath(csv));
+    CHECK_OK(ls_dataset_add(&ds, tpath("wbc/Dataset 7"), LS_SPLIT_ALL, NULL, &err), err);
+    CHECK(strstr(ds.notes, "wbc/Class Labels of Dataset 7.csv does not exist") != NULL);
+    CHECK(ds.n == 4 && ds.samples[0].cell_type == 0);
+    ls_dataset_free(&ds);
+}
+
 static void test_errors(void)
 {
     ls_split s = LS_SPLIT_ALL;
@@ -325,8 +522,17 @@ static void test_errors(void)
     if (f) fclose(f);
     uint8_t zero = 0;
     CHECK_OK(ls_png_write_gray(tpath("plain/011.png"), &zero, 1, 1, &err), err);
+    /* Its one mask holds only 0: read with segmentation_WBC's levels, two classes would vanish. */
+    CHECK(ls_dataset_add(&ds, tpath("plain"), LS_SPLIT_TEST, NULL, &err) == LS_ERR_FORMAT);
+    CHECK(strstr(err.msg, "cytoplasm (mask value 128)") && strstr(err.msg, "0 (1 px)"));
+    /* A classes.txt declares its levels (this layout reads one too). */
+    write_text("plain/classes.txt", "0 background\n255 cell\n");
     CHECK_OK(ls_dataset_add(&ds, tpath("plain"), LS_SPLIT_TEST, NULL, &err), err);
     CHECK(ds.n == 1 && ds.samples[0].cell_type == 0 && ds.samples[0].id == 11);
+    CHECK(ds.num_classes == 2 && strcmp(ds.class_names[1], "cell") == 0);
+    /* No CSV can belong to a folder not named "Dataset N": a note says where labels come from. */
+    CHECK(strstr(ds.notes, "plain: no cell-type labels")
+          && strstr(ds.notes, "'Class Labels of Dataset N.csv'"));
     /* No test samples with a val split: an error rather than an empty dataset. */
     ls_dataset_free(&ds);
     CHECK(ls_dataset_add(&ds, tpath("plain"), LS_SPLIT_VAL, NULL, &err) == LS_ERR_ARG);
@@ -346,8 +552,12 @@ int main(void)
         return 1;
     }
     test_real_dataset();
+    test_real_split_lists();
     test_images_masks();
     test_roboflow();
+    test_binary_masks();
+    test_mask_formats();
+    test_label_csv();
     test_errors();
     remove_tree(tmpdir, 0);
     TEST_DONE();

@@ -590,7 +590,8 @@ static void test_png_masks(void)
     /* Without an ignore index, 255 is an error naming the file, index and pixel count. */
     map.ignore_value = -1;
     CHECK(ls_mask_from_raw(&raw, &map, "pal8.png", &m, NULL, &err) == LS_ERR_FORMAT);
-    CHECK(strstr(err.msg, "pal8.png") && strstr(err.msg, "4 pixel(s) hold palette index 255"));
+    CHECK(strstr(err.msg, "pal8.png") && strstr(err.msg, "4 pixel(s) hold palette indices")
+          && strstr(err.msg, ": 255 (4 px)"));
     CHECK(m.data == NULL);
     ls_raw_mask_free(&raw);
 
@@ -817,31 +818,73 @@ static void test_jpeg(void)
 /* Levels, resizing, writers                                                                   */
 /* ------------------------------------------------------------------------------------------ */
 
+/* Maps one row of raw 8-bit values; returns the status and leaves the classes in out. */
+static ls_status map_row(const uint16_t *v, int n, const ls_level_map *map, uint8_t *out,
+                         long *snapped, ls_error *err)
+{
+    uint16_t copy[16];
+    memcpy(copy, v, sizeof *v * (size_t)n);
+    ls_raw_mask raw = {n, 1, 8, 0, copy};
+    ls_mask m;
+    ls_status st = ls_mask_from_raw(&raw, map, "m.png", &m, snapped, err);
+    if (st == LS_OK) memcpy(out, m.data, (size_t)n);
+    ls_mask_free(&m);
+    return st;
+}
+
 static void test_levels(void)
 {
     ls_error err = {""};
     ls_mask m;
     long snapped = -1;
-    uint16_t v[8] = {0, 128, 255, 3, 130, 64, 200, 255};
-    ls_raw_mask raw = {8, 1, 8, 0, v};
+    uint8_t got[16];
+    /* Near-level strays snap: 3 and 50 (Dataset 2's strays reach 50) to 0, 130 to 128, 200 to
+     * 255 (55 of the 127 gap, 43%). 57 is 44.5% of the 0-128 gap: still snaps. */
+    uint16_t v[8] = {0, 128, 255, 3, 130, 50, 200, 57};
     ls_level_map wbc = {3, {0, 128, 255}, 1, -1};
-    CHECK_OK(ls_mask_from_raw(&raw, &wbc, "m.png", &m, &snapped, &err), err);
-    /* 64 is as far from 0 as from 128: the first level wins. */
-    static const uint8_t want[8] = {0, 1, 2, 0, 1, 0, 2, 2};
-    CHECK(m.data && memcmp(m.data, want, 8) == 0);
-    CHECK(snapped == 4);
-    ls_mask_free(&m);
+    CHECK_OK(map_row(v, 8, &wbc, got, &snapped, &err), err);
+    static const uint8_t want[8] = {0, 1, 2, 0, 1, 0, 2, 0};
+    CHECK(memcmp(got, want, 8) == 0);
+    CHECK(snapped == 5);
+    /* 58 (45.3%) and 64 (midway) are no near-level strays even with snapping on: an error that
+     * lists each value with its pixel count and says why it did not snap. */
+    uint16_t mid[4] = {64, 0, 58, 64};
+    CHECK(map_row(mid, 4, &wbc, got, &snapped, &err) == LS_ERR_FORMAT);
+    CHECK(strstr(err.msg, "m.png") && strstr(err.msg, "3 pixel(s) hold 2 value(s)")
+          && strstr(err.msg, "58 (1 px), 64 (2 px)") && strstr(err.msg, "45%"));
+    CHECK(snapped == 0);
+    /* A whole cytoplasm at 128 in masks declared 0/255 with snapping must not become nucleus. */
+    ls_level_map bin_snap = {2, {0, 255}, 1, -1};
+    uint16_t three[3] = {0, 128, 255};
+    CHECK(map_row(three, 3, &bin_snap, got, &snapped, &err) == LS_ERR_FORMAT);
+    CHECK(strstr(err.msg, "128 (1 px)") != NULL);
+    /* Snapping off: the message names the levels, says there is no ignore value (not "-1") and
+     * how to turn snapping on. */
     wbc.snap = 0;
-    CHECK(ls_mask_from_raw(&raw, &wbc, "m.png", &m, &snapped, &err) == LS_ERR_FORMAT);
-    CHECK(strstr(err.msg, "m.png") && strstr(err.msg, "1 pixel(s) hold value 3")
-          && strstr(err.msg, "4 such pixel(s)"));
-    CHECK(m.data == NULL && snapped == 0);
+    CHECK(map_row(v, 8, &wbc, got, &snapped, &err) == LS_ERR_FORMAT);
+    CHECK(strstr(err.msg, "5 pixel(s) hold 5 value(s)")
+          && strstr(err.msg, "3 (1 px), 50 (1 px), 57 (1 px), 130 (1 px), 200 (1 px)"));
+    CHECK(strstr(err.msg, "levels are 0, 128, 255 (no ignore value)")
+          && strstr(err.msg, "a line 'snap'") && strstr(err.msg, "classes.txt"));
+    CHECK(strstr(err.msg, "-1") == NULL);
+    /* Beyond the outermost level: 300 is 45/127 past 255 and snaps; 400 does not. */
+    wbc.snap = 1;
+    uint16_t beyond[2] = {300, 0};
+    CHECK_OK(map_row(beyond, 2, &wbc, got, &snapped, &err), err);
+    CHECK(got[0] == 2 && snapped == 1);
+    beyond[0] = 400;
+    CHECK(map_row(beyond, 2, &wbc, got, &snapped, &err) == LS_ERR_FORMAT);
+    /* One level alone has no gap to measure a stray against: nothing snaps. */
+    ls_level_map one = {1, {0}, 1, -1};
+    CHECK(map_row(v + 3, 1, &one, got, &snapped, &err) == LS_ERR_FORMAT);
+
     /* Input case 1: a 0/255 mask with two classes 0/1 is an error, not silently ignored. */
     uint16_t bin[4] = {0, 255, 255, 0};
     ls_raw_mask rb = {2, 2, 8, 0, bin};
     ls_level_map two = {2, {0, 1}, 0, -1};
     CHECK(ls_mask_from_raw(&rb, &two, "bin.png", &m, NULL, &err) == LS_ERR_FORMAT);
-    CHECK(strstr(err.msg, "bin.png") && strstr(err.msg, "2 pixel(s) hold value 255"));
+    CHECK(strstr(err.msg, "bin.png") && strstr(err.msg, "2 pixel(s) hold 1 value(s)")
+          && strstr(err.msg, "255 (2 px)"));
     /* Explicit ignore: 255 becomes LS_IGNORE. */
     two.ignore_value = 255;
     CHECK_OK(ls_mask_from_raw(&rb, &two, "bin.png", &m, NULL, &err), err);
@@ -854,6 +897,59 @@ static void test_levels(void)
     ls_mask_free(&m);
     ls_level_map none = {0, {0}, 0, -1};
     CHECK(ls_mask_from_raw(&rb, &none, "bin.png", &m, NULL, &err) == LS_ERR_ARG);
+}
+
+/* Writes a 4x2 16-bit gray PNG mask of the given values. */
+static void write_mask16(const char *path, const uint16_t *v)
+{
+    uint8_t rows[4 * 2 * 2];
+    for (int i = 0; i < 8; i++) {
+        rows[2 * i] = (uint8_t)(v[i] >> 8);
+        rows[2 * i + 1] = (uint8_t)(v[i] & 255);
+    }
+    write_png(path, 4, 2, 16, PNG_COLOR_TYPE_GRAY, rows, 8, NULL, 0, NULL, 0, 0);
+}
+
+/* 16-bit masks saved from 8-bit ones as v * 257 (0, 32896, 65535) read as 0, 128, 255; they must
+ * not snap 32896 to nucleus. */
+static void test_mask16(void)
+{
+    ls_error err = {""};
+    ls_raw_mask raw;
+    ls_mask m;
+    long snapped = -1;
+    ls_level_map wbc = {3, {0, 128, 255}, 1, -1};
+    uint16_t v[8] = {0, 32896, 65535, 32896, 0, 0, 65535, 32896};
+    write_mask16(tpath("wide16.png"), v);
+    CHECK_OK(ls_raw_mask_load(tpath("wide16.png"), &raw, &err), err);
+    CHECK(raw.bit_depth == 16 && raw.data && raw.data[1] == 32896);
+    CHECK_OK(ls_mask_from_raw(&raw, &wbc, "wide16.png", &m, &snapped, &err), err);
+    static const uint8_t want[8] = {0, 1, 2, 1, 0, 0, 2, 1};
+    CHECK(m.data && memcmp(m.data, want, 8) == 0 && snapped == 0);
+    ls_mask_free(&m);
+    /* Snapping off too: the values are exact levels once divided. */
+    wbc.snap = 0;
+    CHECK_OK(ls_mask_from_raw(&raw, &wbc, "wide16.png", &m, &snapped, &err), err);
+    CHECK(m.data && memcmp(m.data, want, 8) == 0);
+    ls_mask_free(&m);
+    /* 16-bit levels declared on purpose keep their meaning: 0 and 65535 are levels as stored. */
+    ls_level_map wide = {3, {0, 32896, 65535}, 0, -1};
+    CHECK_OK(ls_mask_from_raw(&raw, &wide, "wide16.png", &m, &snapped, &err), err);
+    CHECK(m.data && memcmp(m.data, want, 8) == 0);
+    ls_mask_free(&m);
+    ls_raw_mask_free(&raw);
+
+    /* One value that is no multiple of 257: the mask is not a widened 8-bit one, and its values
+     * are far beyond the 8-bit levels, so snapping must not guess; the error lists them. */
+    wbc.snap = 1;
+    v[5] = 32900;
+    write_mask16(tpath("odd16.png"), v);
+    CHECK_OK(ls_raw_mask_load(tpath("odd16.png"), &raw, &err), err);
+    CHECK(ls_mask_from_raw(&raw, &wbc, "odd16.png", &m, &snapped, &err) == LS_ERR_FORMAT);
+    CHECK(strstr(err.msg, "odd16.png") && strstr(err.msg, "multiple of 257")
+          && strstr(err.msg, "32896 (3 px), 32900 (1 px), 65535 (2 px)"));
+    CHECK(m.data == NULL);
+    ls_raw_mask_free(&raw);
 }
 
 static void test_resize(void)
@@ -979,6 +1075,7 @@ int main(void)
     test_png_images();
     test_jpeg();
     test_levels();
+    test_mask16();
     test_resize();
     test_writers();
     cleanup();
