@@ -62,6 +62,9 @@ struct ls_model {
 
 /* Frees the extra tensors (src/celltype.c); ls_model_free calls it. */
 void ls_model_free_extras(ls_model *m);
+/* ls_model_create without the initialisation (weights zero): for a loader that then sets every
+ * tensor, since drawing 3.7 M normal values for b0 costs more than the rest of a small run. */
+ls_status ls_model_alloc(const ls_config *cfg, ls_model **out, ls_error *err);
 
 /* Activations kept for the backward of one transformer block. M = B*N tokens, Mr = B*Nr. */
 typedef struct {

@@ -4,6 +4,7 @@
 #include "model.h"
 
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -341,11 +342,57 @@ static ls_status load_weights_from(ls_model *m, const ls_tensor_file *tf, const 
     return LS_OK;
 }
 
+/* Index of the first NaN or Inf of a float tensor (F32 or F64), or its element count when all
+ * are finite or it holds no floats. *value receives the offending value. */
+static size_t first_non_finite(const ls_array *a, double *value)
+{
+    size_t n = ls_array_numel(a);
+    if (a->dtype != LS_F32 && a->dtype != LS_F64) return n;
+    for (size_t i = 0; i < n; i++) {
+        double v = a->dtype == LS_F32 ? ((const float *)a->data)[i]
+                                      : ((const double *)a->data)[i];
+        if (!isfinite(v)) {
+            *value = v;
+            return i;
+        }
+    }
+    return n;
+}
+
+/* Every float tensor of a model file must be finite: a single NaN or Inf (a damaged file, or one
+ * saved from a diverged run) otherwise loads silently and makes every prediction or confidence
+ * computed from it NaN. The cell_classifier.* tensors and optimiser moments are checked too. */
+static ls_status check_finite(const ls_tensor_file *tf, const char *path, ls_error *err)
+{
+    for (int i = 0; i < tf->n; i++) {
+        double v = 0;
+        size_t n = ls_array_numel(&tf->tensors[i].array);
+        size_t bad = first_non_finite(&tf->tensors[i].array, &v);
+        if (bad < n)
+            return ls_fail(err, LS_ERR_FORMAT, "%s: tensor %s holds %s at element %zu of %zu: "
+                           "the file is corrupt (or was saved from a diverged training run); "
+                           "restore it from a good copy or retrain the model", path,
+                           tf->tensors[i].name, v != v ? "NaN" : v > 0 ? "+Inf" : "-Inf", bad,
+                           n);
+    }
+    return LS_OK;
+}
+
+/* Reads a model file's tensors and checks they are finite; tf is freed on failure. */
+static ls_status load_tensor_file(const char *path, ls_tensor_file *tf, ls_error *err)
+{
+    ls_status st = ls_safetensors_load(path, tf, err);
+    if (st != LS_OK) return st;
+    st = check_finite(tf, path, err);
+    if (st != LS_OK) ls_tensor_file_free(tf);
+    return st;
+}
+
 ls_status ls_model_load_weights(ls_model *m, const char *path, int allow_skip, char *report,
                                 size_t report_len, ls_error *err)
 {
     ls_tensor_file tf;
-    ls_status st = ls_safetensors_load(path, &tf, err);
+    ls_status st = load_tensor_file(path, &tf, err);
     if (st != LS_OK) return st;
     st = load_weights_from(m, &tf, path, allow_skip, report, report_len, err);
     ls_tensor_file_free(&tf);
@@ -426,7 +473,7 @@ ls_status ls_model_load(const char *path, ls_model **out, ls_error *err)
 {
     *out = NULL;
     ls_tensor_file tf;
-    ls_status st = ls_safetensors_load(path, &tf, err);
+    ls_status st = load_tensor_file(path, &tf, err);
     if (st != LS_OK) return st;
     ls_config cfg;
     const char *json = ls_tensor_file_meta(&tf, "config");
@@ -436,7 +483,8 @@ ls_status ls_model_load(const char *path, ls_model **out, ls_error *err)
     else st = infer_config(&tf, path, &cfg, err);
     free(sibling);
     ls_model *m = NULL;
-    if (st == LS_OK) st = ls_model_create(&cfg, 0, &m, err);
+    /* The strict load below sets every parameter and the BatchNorm statistics. */
+    if (st == LS_OK) st = ls_model_alloc(&cfg, &m, err);
     if (st == LS_OK) st = load_weights_from(m, &tf, path, 0, NULL, 0, err);
     for (int i = 0; st == LS_OK && i < tf.n_meta; i++)
         if (strcmp(tf.meta_keys[i], "config") != 0)

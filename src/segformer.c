@@ -238,7 +238,7 @@ static void init_params(ls_model *m, uint64_t seed)
     m->bn_batches = 0;
 }
 
-ls_status ls_model_create(const ls_config *cfg, uint64_t seed, ls_model **out, ls_error *err)
+ls_status ls_model_alloc(const ls_config *cfg, ls_model **out, ls_error *err)
 {
     *out = NULL;
     ls_status st = check_config(cfg, err);
@@ -256,9 +256,15 @@ ls_status ls_model_create(const ls_config *cfg, uint64_t seed, ls_model **out, l
         ls_model_free(m);
         return ls_fail(err, LS_ERR_NOMEM, "out of memory allocating model parameters");
     }
-    init_params(m, seed);
     *out = m;
     return LS_OK;
+}
+
+ls_status ls_model_create(const ls_config *cfg, uint64_t seed, ls_model **out, ls_error *err)
+{
+    ls_status st = ls_model_alloc(cfg, out, err);
+    if (st == LS_OK) init_params(*out, seed);
+    return st;
 }
 
 void ls_model_free(ls_model *m)

@@ -5,7 +5,8 @@
  *  9  label maps resize by nearest with half-pixel centres;
  *  11 loss semantics: all-ignore, mean over valid pixels, large logits, bad label values;
  *  12 eval BatchNorm independent of the batch; training with batch 1;
- *  13 checkpoint loading: head-size skips, variant mismatch, "module." names, damaged files. */
+ *  13 checkpoint loading: head-size skips, variant mismatch, "module." names, damaged files,
+ *     and files holding NaN or Inf (refused, naming the tensor). */
 #include "leukoseg.h"
 #include "model.h"
 #include "ops.h"
@@ -682,6 +683,79 @@ static void test_case13_checkpoints(void)
     CHECK(rmdir(dir) == 0);
 }
 
+/* A model file with one non-finite float loads nowhere: ls_model_load and
+ * ls_model_load_weights name the file, the tensor, the value and its element, and leave the
+ * model as it was. Covers a SegFormer weight, a BatchNorm statistic and an extra
+ * cell_classifier.* tensor. */
+static void expect_non_finite_refused(const char *path, const char *tensor, const char *what)
+{
+    ls_error err = {{0}};
+    ls_model *loaded = NULL, *into = tu_tiny_model(3, 0.1f, 0.1f, 41);
+    if (!into) return;
+    CHECK(ls_model_load(path, &loaded, &err) == LS_ERR_FORMAT && loaded == NULL);
+    printf("  %s\n", err.msg);
+    CHECK(strstr(err.msg, path) && strstr(err.msg, tensor) && strstr(err.msg, what) &&
+          strstr(err.msg, "corrupt"));
+    size_t nw = ls_model_num_weights(into);
+    float *before = malloc(sizeof(float) * nw);
+    memcpy(before, ls_model_weights(into), sizeof(float) * nw);
+    err.msg[0] = '\0';
+    CHECK(ls_model_load_weights(into, path, 1, NULL, 0, &err) == LS_ERR_FORMAT);
+    CHECK(strstr(err.msg, tensor) && strstr(err.msg, what));
+    CHECK(memcmp(before, ls_model_weights(into), sizeof(float) * nw) == 0);
+    free(before);
+    ls_model_free(loaded);
+    ls_model_free(into);
+}
+
+static float *param_data(ls_model *m, const char *name)
+{
+    for (int i = 0; i < ls_model_num_params(m); i++)
+        if (!strcmp(ls_model_param(m, i)->name, name))
+            return ls_model_weights(m) + ls_model_param(m, i)->offset;
+    CHECK(!"parameter not found");
+    return NULL;
+}
+
+static void test_non_finite_weights(void)
+{
+    printf("model files with NaN or Inf\n");
+    ls_error err = {{0}};
+    char dir[] = "/tmp/ls_model_nan_XXXXXX", path[96];
+    CHECK(mkdtemp(dir) != NULL);
+    snprintf(path, sizeof path, "%s/m.safetensors", dir);
+    ls_model *m = tu_tiny_model(3, 0.1f, 0.1f, 40), *loaded = NULL;
+    if (!m) return;
+    float cls[5 * 4];
+    for (int i = 0; i < 20; i++) cls[i] = 0.01f * (float)i;
+    ls_array extra = {LS_F32, 2, {5, 4}, cls};
+    CHECK_OK(ls_model_set_extra(m, "cell_classifier.weight", &extra, &err), err);
+    /* The clean file loads, extra tensor included. */
+    CHECK_OK(ls_model_save(m, path, &err), err);
+    CHECK_OK(ls_model_load(path, &loaded, &err), err);
+    CHECK(loaded && ls_model_get_extra(loaded, "cell_classifier.weight") != NULL);
+    ls_model_free(loaded);
+
+    float *w = param_data(m, "decode_head.classifier.weight");
+    if (w) {
+        w[5] = NAN;
+        CHECK_OK(ls_model_save(m, path, &err), err);
+        expect_non_finite_refused(path, "decode_head.classifier.weight", "NaN at element 5 of 48");
+        w[5] = 0.0f;
+    }
+    ls_model_bn_running_var(m)[2] = -INFINITY;
+    CHECK_OK(ls_model_save(m, path, &err), err);
+    expect_non_finite_refused(path, "decode_head.batch_norm.running_var", "-Inf at element 2");
+    ls_model_bn_running_var(m)[2] = 1.0f;
+    cls[7] = INFINITY;
+    CHECK_OK(ls_model_set_extra(m, "cell_classifier.weight", &extra, &err), err);
+    CHECK_OK(ls_model_save(m, path, &err), err);
+    expect_non_finite_refused(path, "cell_classifier.weight", "+Inf at element 7 of 20");
+    ls_model_free(m);
+    unlink(path);
+    CHECK(rmdir(dir) == 0);
+}
+
 int main(void)
 {
     ls_rng_seed(&rng, 20240602);
@@ -703,5 +777,6 @@ int main(void)
     test_eval_workspace();
     test_training_without_rng();
     test_case13_checkpoints();
+    test_non_finite_weights();
     TEST_DONE();
 }
