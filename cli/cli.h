@@ -18,6 +18,10 @@ int cmd_bench(int argc, char **argv);
 int cmd_count(int argc, char **argv);       /* cli/count.c */
 int cmd_train_cells(int argc, char **argv); /* cli/count.c */
 
+/* Flushes stdout and returns the exit status for a command that returned rc: rc, or 1 when
+ * stdout could not be written (a full disk, a closed descriptor), after saying so on stderr. */
+int cli_finish_stdout(int rc);
+
 /* Prints "leukoseg <cmd>: error: <msg>" on stderr and returns exit status 1. */
 int cli_error(const char *cmd, const ls_error *err);
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -39,6 +43,14 @@ ls_status cli_load_model(const char *path, ls_model **model, ls_error *err);
 
 /* Dataset split names for messages. */
 const char *split_name(ls_split split);
+
+/* A folder given explicitly with option (--data) must exist: a typo would otherwise pass as
+ * "no data" and the command would succeed without its results. The error names the path. */
+ls_status cli_check_folder(const char *option, const char *path, ls_error *err);
+
+/* Prints a dataset's notes (ls_dataset.notes: label CSVs missing or incomplete) on stderr, each
+ * line as "leukoseg <cmd>: note: ...". */
+void cli_print_notes(const char *cmd, const ls_dataset *ds);
 
 /* Creates a directory and its parents; error names the path. */
 ls_status make_dirs(const char *path, ls_error *err);

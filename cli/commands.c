@@ -17,7 +17,8 @@ static const char *eval_help =
     "the image size, and accumulates one confusion matrix over the whole set (ignored pixels\n"
     "dropped). Prints per-class IoU, Dice, precision and recall, mIoU (classes absent from both\n"
     "truth and prediction excluded), pixel accuracy, mean class accuracy and whole-cell Dice\n"
-    "(all cell classes against background).\n"
+    "(all cell classes against background). A value that is 0/0 (the recall of a class absent\n"
+    "from the truth, the precision of one never predicted) prints as n/a, null in JSON.\n"
     "\n"
     "  --model M    model file (default: the shipped model)\n"
     "  --data DIR   dataset folder, repeatable (default: segmentation_WBC beside the repo)\n"
@@ -27,15 +28,32 @@ static const char *eval_help =
     "  --json       print one JSON object on stdout\n"
     "  --threads N  OpenMP threads (default: all cores)\n";
 
+typedef struct {
+    char s[16];
+} metric_text;
+
+/* A metric with 4 decimals, or "n/a" where it is undefined: the library gives NAN for a 0/0,
+ * such as the recall of a class absent from the truth or the precision of one never predicted
+ * (the JSON output gives null). Returned by value, so one printf can hold several. */
+static metric_text metric_str(double v)
+{
+    metric_text t;
+    if (v != v) snprintf(t.s, sizeof t.s, "n/a");
+    else snprintf(t.s, sizeof t.s, "%.4f", v);
+    return t;
+}
+
 static void print_metrics_table(const ls_metrics *m, const ls_dataset *ds, int images)
 {
     printf("%d images, %llu pixels\n", images, (unsigned long long)m->pixels);
     printf("%-12s %8s %8s %10s %8s\n", "class", "IoU", "Dice", "precision", "recall");
     for (int c = 0; c < m->k; c++)
-        printf("%-12s %8.4f %8.4f %10.4f %8.4f\n", ds->class_names[c], m->iou[c], m->dice[c],
-               m->precision[c], m->recall[c]);
-    printf("mIoU %.4f  pixel accuracy %.4f  mean accuracy %.4f  whole-cell Dice %.4f\n", m->miou,
-           m->pixel_accuracy, m->mean_accuracy, m->whole_cell_dice);
+        printf("%-12s %8s %8s %10s %8s\n", ds->class_names[c], metric_str(m->iou[c]).s,
+               metric_str(m->dice[c]).s, metric_str(m->precision[c]).s,
+               metric_str(m->recall[c]).s);
+    printf("mIoU %s  pixel accuracy %s  mean accuracy %s  whole-cell Dice %s\n",
+           metric_str(m->miou).s, metric_str(m->pixel_accuracy).s,
+           metric_str(m->mean_accuracy).s, metric_str(m->whole_cell_dice).s);
 }
 
 int cmd_eval(int argc, char **argv)
@@ -78,9 +96,8 @@ int cmd_eval(int argc, char **argv)
     if (st == LS_OK && ds.n == 0)
         st = ls_fail(&err, LS_ERR_ARG, "the %s split of %s holds no images", split_name(split),
                      data[0]);
-    if (st == LS_OK && ds.num_classes != ls_model_config(model)->num_labels)
-        st = ls_fail(&err, LS_ERR_SHAPE, "the dataset has %d classes but %s predicts %d",
-                     ds.num_classes, model_path, ls_model_config(model)->num_labels);
+    if (st == LS_OK)
+        st = ls_dataset_check_classes(&ds, ls_model_config(model)->num_labels, model_path, &err);
     if (st == LS_OK) st = ls_confusion_init(&cm, ds.num_classes, &err);
     if (st == LS_OK) st = evaluate_dataset(model, &ds, &cm, "evaluating", &err);
     int rc = 0;
@@ -108,7 +125,8 @@ int cmd_eval(int argc, char **argv)
 /* ------------------------------------------------------------------------------------------ */
 
 static const char *segment_help =
-    "usage: leukoseg segment [--model M] [--out DIR] [--levels] [--threads N] IMAGE...\n"
+    "usage: leukoseg segment [--model M] [--out DIR] [--levels] [--window W] [--threads N]\n"
+    "                        IMAGE...\n"
     "\n"
     "For each image (BMP, PNG or JPEG) writes into DIR (default .):\n"
     "  NAME_mask.png     class indices (0 background, 1 cytoplasm, 2 nucleus), input size\n"
@@ -116,7 +134,9 @@ static const char *segment_help =
     "  NAME_overlay.png  the image with classes coloured over it\n"
     "  NAME.json         pixel count and fraction of each class\n"
     "A summary JSON line per image goes to stdout. --threads N sets the OpenMP threads\n"
-    "(default: all cores).\n";
+    "(default: all cores). --window W segments a field with many cells in half-overlapping\n"
+    "W x W pixel windows, W framing one white cell as the training images do (about 2.5 cell\n"
+    "diameters; default: the whole image as one window).\n";
 
 static const uint8_t class_colors[8][3] = {{0, 0, 0},     {255, 200, 0}, {200, 0, 255},
                                            {0, 200, 255}, {0, 255, 0},   {255, 0, 0},
@@ -195,7 +215,7 @@ static void stem_of(const char *path, char *out, size_t cap)
 }
 
 static ls_status segment_one(ls_model *model, const char *path, const char *out_dir, int levels,
-                             ls_error *err)
+                             int window, ls_error *err)
 {
     ls_image img = {0};
     ls_mask mask = {0};
@@ -203,7 +223,7 @@ static ls_status segment_one(ls_model *model, const char *path, const char *out_
     char *json = NULL, stem[256], file[PATH_MAX];
     stem_of(path, stem, sizeof stem);
     ls_status st = ls_image_load(path, &img, err);
-    if (st == LS_OK) st = ls_segment_image(model, &img, &mask, NULL, err);
+    if (st == LS_OK) st = ls_segment_windows(model, &img, window, &mask, NULL, err);
     if (st == LS_OK && !(overlay = make_overlay(&img, &mask)))
         st = ls_fail(err, LS_ERR_NOMEM, "out of memory");
     if (st == LS_OK) {
@@ -254,7 +274,7 @@ static ls_status segment_one(ls_model *model, const char *path, const char *out_
 int cmd_segment(int argc, char **argv)
 {
     const char *model_path = default_model_path(), *out_dir = ".";
-    int levels = 0, nimages = 0;
+    int levels = 0, nimages = 0, window = 0;
     const char **images = calloc(argc, sizeof *images);
     if (!images) return 1;
     for (int i = 1; i < argc; i++) {
@@ -273,6 +293,9 @@ int cmd_segment(int argc, char **argv)
             out_dir = v;
         } else if (opt_value(argc, argv, &i, "--threads", &v)) {
             if (!parse_threads("segment", v)) return free(images), 2;
+        } else if (opt_value(argc, argv, &i, "--window", &v)) {
+            if (!parse_int("segment", "--window", v, 16, 1 << 14, &window))
+                return free(images), 2;
         } else if (argv[i][0] == '-' && argv[i][1] == '-') {
             free(images);
             return cli_usage_error("segment", "unknown option '%s'", argv[i]);
@@ -307,7 +330,7 @@ int cmd_segment(int argc, char **argv)
     int failures = 0;
     for (int i = 0; st == LS_OK && i < nimages; i++) {
         ls_error one = {{0}};
-        if (segment_one(model, images[i], out_dir, levels, &one) != LS_OK) {
+        if (segment_one(model, images[i], out_dir, levels, window, &one) != LS_OK) {
             cli_error("segment", &one);
             failures++;
         }

@@ -4,15 +4,17 @@
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 static const char *count_help =
     "usage: leukoseg count [--model M] [--json] [--min-area N] [--threshold X] [--split S]\n"
-    "                      [--exclude-border] [--threads N] PATH...\n"
+    "                      [--exclude-border] [--window W] [--threads N] PATH...\n"
     "       leukoseg count --eval [--model M] [--data DIR]... [--split S] [--json]\n"
     "\n"
     "Segments each image, splits the white cells into instances and types each one.\n"
@@ -49,6 +51,11 @@ static const char *count_help =
     "  --min-area N      smallest cell in pixels (default 100)\n"
     "  --threshold X     confidence below which a cell is unidentified (default: the model's)\n"
     "  --exclude-border  leave cells touching the image border out of the table and summary\n"
+    "  --window W        for fields with many cells: segment in half-overlapping W x W pixel\n"
+    "                    windows and type each cell in a W x W window centred on it; W should\n"
+    "                    frame one white cell as the training images do (about 2.5 cell\n"
+    "                    diameters: 120 at Dataset 1's magnification, 300 at Dataset 2's).\n"
+    "                    Default: the whole image is one window (single-cell images)\n"
     "  --threads N       OpenMP threads (default: all cores)\n";
 
 static const char *train_cells_help =
@@ -80,33 +87,63 @@ static const char *train_cells_help =
     "  --threads N       OpenMP threads (default: all cores)\n";
 
 #define WARN_CELLS 100
+/* A cell whose equivalent diameter is below this fraction of the image side is small for the
+ * model when the whole image is one window (see looks_like_small_field). */
+#define SMALL_CELL_FRACTION 0.25
 
 typedef struct {
     char **v;
-    int *label; /* cell type from the dataset, 0 unknown */
-    int n, cap;
+    char **real; /* resolved paths, to notice one file listed twice */
+    int *label;  /* cell type from the dataset, 0 unknown */
+    int n, cap, duplicates;
 } image_list;
 
+static int list_grow(image_list *l)
+{
+    int cap = l->cap ? l->cap * 2 : 64;
+    char **v = realloc(l->v, sizeof *v * cap);
+    if (v) l->v = v;
+    char **real = v ? realloc(l->real, sizeof *real * cap) : NULL;
+    if (real) l->real = real;
+    int *lab = real ? realloc(l->label, sizeof *lab * cap) : NULL;
+    if (!lab) return 0;
+    l->label = lab;
+    l->cap = cap;
+    return 1;
+}
+
+/* Adds path unless it names a file already listed (a folder and an image in it, or one folder
+ * given twice): a cell must enter the count once. Returns 0 when out of memory. */
 static int list_add(image_list *l, const char *path, int label)
 {
-    if (l->n == l->cap) {
-        int cap = l->cap ? l->cap * 2 : 64;
-        char **v = realloc(l->v, sizeof *v * cap);
-        if (v) l->v = v;
-        int *lab = v ? realloc(l->label, sizeof *lab * cap) : NULL;
-        if (!v || !lab) return 0;
-        l->label = lab;
-        l->cap = cap;
+    char *real = realpath(path, NULL);
+    for (int i = 0; real && i < l->n; i++) {
+        if (strcmp(l->real[i], real)) continue;
+        fprintf(stderr, "leukoseg count: note: %s is %s again; counted once\n", path, l->v[i]);
+        l->duplicates++;
+        free(real);
+        return 1;
     }
-    if (!(l->v[l->n] = strdup(path))) return 0;
+    if (l->n == l->cap && !list_grow(l)) {
+        free(real);
+        return 0;
+    }
+    l->v[l->n] = strdup(path);
+    l->real[l->n] = real ? real : strdup(path);
+    if (!l->v[l->n] || !l->real[l->n]) {
+        free(l->v[l->n]);
+        free(l->real[l->n]);
+        return 0;
+    }
     l->label[l->n++] = label;
     return 1;
 }
 
 static void list_free(image_list *l)
 {
-    for (int i = 0; i < l->n; i++) free(l->v[i]);
+    for (int i = 0; i < l->n; i++) free(l->v[i]), free(l->real[i]);
     free(l->v);
+    free(l->real);
     free(l->label);
 }
 
@@ -152,7 +189,8 @@ static ls_status add_plain_folder(image_list *l, const char *dir, ls_error *err)
 }
 
 /* A dataset folder gives its samples of the split; any other folder its image files. */
-static ls_status add_path(image_list *l, const char *path, ls_split split, ls_error *err)
+static ls_status add_path(image_list *l, const char *path, ls_split split, int eval,
+                          ls_error *err)
 {
     struct stat sb;
     if (stat(path, &sb) != 0) return ls_fail(err, LS_ERR_IO, "%s does not exist", path);
@@ -162,6 +200,7 @@ static ls_status add_path(image_list *l, const char *path, ls_split split, ls_er
     ls_error as_dataset = {{0}};
     ls_status st = LS_OK;
     if (ls_dataset_add(&ds, path, split, NULL, &as_dataset) == LS_OK) {
+        if (eval) cli_print_notes("count", &ds); /* missing labels matter only to --eval */
         for (int i = 0; i < ds.n && st == LS_OK; i++)
             if (!list_add(l, ds.samples[i].image_path, ds.samples[i].cell_type))
                 st = ls_fail(err, LS_ERR_NOMEM, "out of memory");
@@ -233,13 +272,39 @@ static cJSON *cell_json(const char *image, int index, const ls_cell *c)
 
 typedef struct {
     long counts[LS_CELL_TYPES + 1]; /* index 0: unidentified */
-    long total, specks, border, images;
+    long total, specks, anucleate, border, border_excluded, images;
+    long small_fields; /* images whose cells look far smaller than the model's (no --window) */
+    cJSON *failed;     /* paths of the images that could not be counted */
 } tally;
+
+/* Cells in a field shrunk whole onto the model's input can be far smaller than the cells of
+ * its training images (which fill 35-70% of the image side): the segmentation then misses many.
+ * A sign of it: several cells not cut by the border, most of them small against the image. */
+static int looks_like_small_field(const ls_cells *cells, const ls_image *img)
+{
+    int complete = 0, small = 0;
+    double side = img->w > img->h ? img->w : img->h;
+    for (int i = 0; i < cells->n; i++) {
+        if (cells->cells[i].border) continue;
+        complete++;
+        small += sqrt(4.0 * cells->cells[i].area / 3.14159265358979) < SMALL_CELL_FRACTION * side;
+    }
+    return complete >= 2 && 2 * small > complete;
+}
+
+static void small_field_warning(char *w, size_t n, long images)
+{
+    snprintf(w, n, "%ld image(s) hold several cells, all under %.0f%% of the image side: a "
+             "field shrunk whole onto the model's input shows it cells smaller than it learned, "
+             "and many are missed; give --window W, W about 2.5 cell diameters in pixels",
+             images, 100 * SMALL_CELL_FRACTION);
+}
 
 static cJSON *summary_json(const tally *t, double threshold)
 {
     cJSON *s = cJSON_CreateObject();
     cJSON_AddNumberToObject(s, "images", (double)t->images);
+    cJSON_AddItemReferenceToObject(s, "failed_images", t->failed);
     cJSON_AddNumberToObject(s, "total", (double)t->total);
     cJSON *counts = cJSON_AddObjectToObject(s, "counts");
     cJSON *pct = cJSON_AddObjectToObject(s, "percent");
@@ -258,27 +323,42 @@ static cJSON *summary_json(const tally *t, double threshold)
     cJSON_AddStringToObject(s, "ci_method", "Wilson score interval, 95%, at the counted total");
     cJSON_AddNumberToObject(s, "threshold", threshold);
     cJSON_AddNumberToObject(s, "border_cells", (double)t->border);
+    cJSON_AddNumberToObject(s, "border_excluded", (double)t->border_excluded);
     cJSON_AddNumberToObject(s, "specks", (double)t->specks);
+    cJSON_AddNumberToObject(s, "without_nucleus", (double)t->anucleate);
+    cJSON *warnings = cJSON_AddArrayToObject(s, "warnings");
+    char w[400];
     if (t->total < WARN_CELLS) {
-        char w[160];
         snprintf(w, sizeof w, "only %ld cells counted; a differential count needs at least %d "
                  "for usable percentages", t->total, WARN_CELLS);
-        cJSON_AddStringToObject(s, "warning", w);
+        cJSON_AddItemToArray(warnings, cJSON_CreateString(w));
+    }
+    if (t->small_fields) {
+        small_field_warning(w, sizeof w, t->small_fields);
+        cJSON_AddItemToArray(warnings, cJSON_CreateString(w));
     }
     return s;
 }
 
 static void print_summary_text(const tally *t)
 {
-    fprintf(stderr, "%ld cells in %ld images (%ld specks dropped, %ld on the border)\n", t->total,
-            t->images, t->specks, t->border);
+    fprintf(stderr, "%ld cells in %ld images (%ld on the border", t->total, t->images, t->border);
+    if (t->border_excluded)
+        fprintf(stderr, ", %ld more on the border left out", t->border_excluded);
+    fprintf(stderr, "; dropped: %ld specks, %ld without a nucleus)\n", t->specks, t->anucleate);
+    if (cJSON_GetArraySize(t->failed))
+        fprintf(stderr, "%d image(s) could not be counted (errors above)\n",
+                cJSON_GetArraySize(t->failed));
     for (int k = 1; k <= LS_CELL_TYPES + 1; k++) {
         int type = k % (LS_CELL_TYPES + 1);
+        if (!t->total) {
+            fprintf(stderr, "  %-13s %6ld       -\n", ls_cell_type_name(type), t->counts[type]);
+            continue;
+        }
         double lo, hi;
         wilson(t->counts[type], t->total, &lo, &hi);
         fprintf(stderr, "  %-13s %6ld  %5.1f%%  (95%% CI %.1f-%.1f%%)\n", ls_cell_type_name(type),
-                t->counts[type], t->total ? 100.0 * t->counts[type] / t->total : 0.0, 100 * lo,
-                100 * hi);
+                t->counts[type], 100.0 * t->counts[type] / t->total, 100 * lo, 100 * hi);
     }
 }
 
@@ -299,11 +379,18 @@ static ls_status count_one(ls_model *m, const count_opts *o, const char *path, t
     if (st == LS_OK) {
         t->images++;
         t->specks += cells.specks;
+        t->anucleate += cells.anucleate;
+        t->small_fields += o->prm.window == 0 && looks_like_small_field(&cells, &img);
+    } else {
+        cJSON_AddItemToArray(t->failed, cJSON_CreateString(path));
     }
     int index = 0;
     for (int i = 0; st == LS_OK && i < cells.n; i++) {
         const ls_cell *c = &cells.cells[i];
-        if (o->exclude_border && c->border) continue;
+        if (o->exclude_border && c->border) {
+            t->border_excluded++;
+            continue;
+        }
         t->counts[c->type]++;
         t->total++;
         t->border += c->border;
@@ -324,6 +411,13 @@ static ls_status count_one(ls_model *m, const count_opts *o, const char *path, t
 }
 
 /* ---- --eval ----------------------------------------------------------------------------- */
+
+/* A precision or recall in a 9-wide column; n/a where no cell was predicted or true. */
+static void print_ratio(double v)
+{
+    if (isnan(v)) printf("%9s ", "n/a");
+    else printf("%9.4f ", v);
+}
 
 static int count_eval(ls_model *m, const count_opts *o, const image_list *l)
 {
@@ -412,9 +506,12 @@ static int count_eval(ls_model *m, const count_opts *o, const image_list *l)
                "(threshold %.2f) as wrong; %ld without a cell\n", n, acc, acc_t, unidentified,
                o->threshold, none);
         printf("%-12s %9s %9s %8s\n", "type", "precision", "recall", "support");
-        for (int k = 0; k < LS_CELL_TYPES; k++)
-            printf("%-12s %9.4f %9.4f %8ld\n", ls_cell_type_name(k + 1), prec[k], rec[k],
-                   truth[k]);
+        for (int k = 0; k < LS_CELL_TYPES; k++) {
+            printf("%-12s ", ls_cell_type_name(k + 1));
+            print_ratio(prec[k]);
+            print_ratio(rec[k]);
+            printf("%8ld\n", truth[k]);
+        }
         printf("confusion (rows truth, columns prediction):\n%-12s", "");
         for (int b = 0; b < LS_CELL_TYPES; b++) printf(" %6.6s", ls_cell_type_name(b + 1));
         printf("\n");
@@ -465,6 +562,8 @@ int cmd_count(int argc, char **argv)
             split_given = 1;
         } else if (opt_value(argc, argv, &i, "--min-area", &v)) {
             bad = !parse_int("count", "--min-area", v, 0, 1 << 30, &o.prm.min_area);
+        } else if (opt_value(argc, argv, &i, "--window", &v)) {
+            bad = !parse_int("count", "--window", v, 16, 1 << 14, &o.prm.window);
         } else if (opt_value(argc, argv, &i, "--threshold", &v)) {
             bad = !parse_float("count", "--threshold", v, 0.0, 1.0, &o.threshold);
         } else if (opt_value(argc, argv, &i, "--threads", &v)) {
@@ -497,7 +596,7 @@ int cmd_count(int argc, char **argv)
         st = ls_fail(&err, LS_ERR_ARG, "%s has no cell classifier; add one with: leukoseg "
                      "train-cells --model %s", o.model, o.model);
     for (int i = 0; st == LS_OK && i < (eval ? ndata : npaths); i++)
-        st = add_path(&list, eval ? data[i] : paths[i], split, &err);
+        st = add_path(&list, eval ? data[i] : paths[i], split, eval, &err);
     free(paths);
     if (st != LS_OK) {
         list_free(&list);
@@ -514,7 +613,7 @@ int cmd_count(int argc, char **argv)
     if (eval) {
         rc = count_eval(m, &o, &list);
     } else {
-        tally t = {{0}, 0, 0, 0, 0};
+        tally t = {.failed = cJSON_CreateArray()};
         cJSON *cells_json = o.json ? cJSON_CreateArray() : NULL;
         if (!o.json)
             printf("image,cell,type,confidence,area,nucleus_area,nc_ratio,lobes,circularity,"
@@ -542,6 +641,12 @@ int cmd_count(int argc, char **argv)
         if (t.total < WARN_CELLS)
             fprintf(stderr, "leukoseg count: warning: only %ld cells counted; a differential "
                     "count needs at least %d for usable percentages\n", t.total, WARN_CELLS);
+        if (t.small_fields) {
+            char w[400];
+            small_field_warning(w, sizeof w, t.small_fields);
+            fprintf(stderr, "leukoseg count: warning: %s\n", w);
+        }
+        cJSON_Delete(t.failed);
     }
     list_free(&list);
     ls_model_free(m);
@@ -549,6 +654,20 @@ int cmd_count(int argc, char **argv)
 }
 
 /* ---- train-cells ------------------------------------------------------------------------ */
+
+/* The folder of out must be writable before the fit, not found unwritable after it. */
+static ls_status check_output_folder(const char *out, ls_error *err)
+{
+    char dir[4096];
+    const char *slash = strrchr(out, '/');
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else if (slash == out) snprintf(dir, sizeof dir, "/");
+    else snprintf(dir, sizeof dir, "%.*s", (int)(slash - out), out);
+    if (access(dir, W_OK | X_OK) != 0)
+        return ls_fail(err, LS_ERR_IO, "cannot write %s: its folder %s: %s; create the folder or "
+                       "give another --out", out, dir, strerror(errno));
+    return LS_OK;
+}
 
 static void print_cv(const ls_cell_cv *cv, const ls_celltype_options *opt)
 {
@@ -628,15 +747,23 @@ int cmd_train_cells(int argc, char **argv)
     snprintf(list, sizeof list, "%s", splits);
     ls_model *m = NULL;
     ls_dataset ds = {0};
-    ls_status st = cli_load_model(model_path, &m, &err);
+    ls_status st = out ? check_output_folder(out, &err) : LS_OK;
+    if (st == LS_OK) st = cli_load_model(model_path, &m, &err);
+    int sees_test = 0;
     /* Each named split of each folder; one folder added twice stays one domain (by folder). */
     for (char *save = NULL, *name = strtok_r(list, ",", &save); st == LS_OK && name;
          name = strtok_r(NULL, ",", &save)) {
         ls_split split;
         st = ls_split_parse(name, &split, &err);
+        sees_test |= st == LS_OK && (split == LS_SPLIT_TEST || split == LS_SPLIT_ALL);
         for (int d = 0; st == LS_OK && d < ndata; d++)
             st = ls_dataset_add(&ds, data[d], split, NULL, &err);
     }
+    if (st == LS_OK) cli_print_notes("train-cells", &ds);
+    if (st == LS_OK && sees_test)
+        fprintf(stderr, "leukoseg train-cells: warning: --split %s includes the test split; "
+                "count --eval --split test then no longer measures this classifier (fit on "
+                "train,val to keep the test split unseen)\n", splits);
     if (st == LS_OK) {
         cv_opt.cv_seed = (uint64_t)seed;
         progress_line("%s the cell classifier on %d images",

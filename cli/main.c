@@ -51,9 +51,8 @@ static void exec_with_runtime_settings(char **argv)
 #endif
 }
 
-int main(int argc, char **argv)
+static int run_command(int argc, char **argv)
 {
-    exec_with_runtime_settings(argv);
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         fputs(usage, argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
@@ -71,6 +70,27 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "train-cells")) return cmd_train_cells(argc - 1, argv + 1);
     fprintf(stderr, "leukoseg: unknown command '%s'\n\n%s", cmd, usage);
     return 2;
+}
+
+int cli_finish_stdout(int rc)
+{
+    /* Results (JSON, tables) go to stdout, often redirected to a file: on a full disk or a
+     * closed descriptor they are lost or cut short, and exit status 0 would pass the truncated
+     * file on as a success. stdout is buffered, so the error may only show at this flush. */
+    errno = 0;
+    int flushed = fflush(stdout) == 0;
+    int e = errno;
+    if (flushed && !ferror(stdout)) return rc;
+    fprintf(stderr, "leukoseg: cannot write the output (stdout): %s; the output is incomplete: "
+            "check where stdout goes (free disk space, an open file or pipe) and run again\n",
+            e ? strerror(e) : "write error");
+    return rc ? rc : 1;
+}
+
+int main(int argc, char **argv)
+{
+    exec_with_runtime_settings(argv);
+    return cli_finish_stdout(run_command(argc, argv));
 }
 
 int cli_error(const char *cmd, const ls_error *err)
@@ -195,6 +215,42 @@ const char *split_name(ls_split split)
 {
     static const char *names[] = {"all", "train", "val", "test"};
     return names[split];
+}
+
+ls_status cli_check_folder(const char *option, const char *path, ls_error *err)
+{
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return ls_fail(err, LS_ERR_IO, "%s %s: %s; give an existing dataset folder, or leave "
+                       "%s out for the default", option, path, strerror(errno), option);
+    if (!S_ISDIR(st.st_mode))
+        return ls_fail(err, LS_ERR_ARG, "%s %s is not a folder; give the dataset folder", option,
+                       path);
+    return LS_OK;
+}
+
+/* Whether the len bytes at line already occur as a whole line before it in notes. */
+static int said_before(const char *notes, const char *line, int len)
+{
+    for (const char *p = notes; p < line;) {
+        const char *end = strchr(p, '\n');
+        int n = end ? (int)(end - p) : (int)strlen(p);
+        if (n == len && !strncmp(p, line, (size_t)len)) return 1;
+        p += n + (end ? 1 : 0);
+    }
+    return 0;
+}
+
+void cli_print_notes(const char *cmd, const ls_dataset *ds)
+{
+    /* A folder added for two splits leaves its notes twice: print each once. */
+    for (const char *line = ds->notes; *line;) {
+        const char *end = strchr(line, '\n');
+        int len = end ? (int)(end - line) : (int)strlen(line);
+        if (!said_before(ds->notes, line, len))
+            fprintf(stderr, "leukoseg %s: note: %.*s\n", cmd, len, line);
+        line += len + (end ? 1 : 0);
+    }
 }
 
 ls_status make_dirs(const char *path, ls_error *err)

@@ -150,13 +150,14 @@ void web_class_name(const ls_model *m, int c, char *out, size_t cap)
 /* Cells                                                                                       */
 /* ------------------------------------------------------------------------------------------ */
 
-ls_status web_segment_cells(ls_model *model, const ls_image *img, ls_mask *mask,
+ls_status web_segment_cells(ls_model *model, const ls_image *img, int window, ls_mask *mask,
                             ls_cells *cells, ls_error *err)
 {
     memset(cells, 0, sizeof *cells);
     if (ls_model_config(model)->num_labels <= LS_NUCLEUS_CLASS)
-        return ls_segment_image(model, img, mask, NULL, err);
+        return ls_segment_windows(model, img, window, mask, NULL, err);
     ls_cell_params prm = ls_cell_params_default();
+    prm.window = window;
     /* threshold -1: the one stored with the model's classifier */
     return ls_cells_analyze(model, img, &prm, -1.0, mask, cells, NULL, err);
 }
@@ -485,9 +486,7 @@ static ls_status results_into(ls_model *model, const char *data_dir, web_bundle 
     ls_status st = ls_dataset_add(&ds, data_dir, LS_SPLIT_TEST, NULL, err);
     if (st == LS_OK && ds.n == 0)
         st = ls_fail(err, LS_ERR_ARG, "the test split of %s holds no images", data_dir);
-    if (st == LS_OK && ds.num_classes != k)
-        st = ls_fail(err, LS_ERR_SHAPE, "the dataset has %d classes but the model predicts %d",
-                     ds.num_classes, k);
+    if (st == LS_OK) st = ls_dataset_check_classes(&ds, k, "the model", err);
     for (int f = 0; st == LS_OK && f <= MAX_FOLDERS; f++) st = ls_confusion_init(&cm[f], k, err);
     cJSON *gallery = cJSON_AddArrayToObject(o, "gallery");
     for (int i = 0; st == LS_OK && i < ds.n; i++) {
@@ -508,7 +507,7 @@ static ls_status results_into(ls_model *model, const char *data_dir, web_bundle 
         if (st == LS_OK && !gt.data)
             st = ls_fail(err, LS_ERR_ARG, "%s has no mask", smp->image_path);
         ls_cells cells = {0};
-        if (st == LS_OK) st = web_segment_cells(model, &img, &pred, &cells, err);
+        if (st == LS_OK) st = web_segment_cells(model, &img, 0, &pred, &cells, err);
         /* The labelled cell is taken to be the largest one found (as the classifier's training
          * does); columns LS_CELL_TYPES + 1 = no cell found, 0 = unidentified. */
         int big = -1;
@@ -633,7 +632,8 @@ static const char *report_help =
     "architecture. The upload and attention views need `leukoseg serve`.\n"
     "\n"
     "  --model M   model file (default: the shipped model)\n"
-    "  --data DIR  dataset folder (default: segmentation_WBC beside the repo)\n"
+    "  --data DIR  dataset folder (default: segmentation_WBC beside the repo; a DIR given\n"
+    "              here must exist, a missing default only leaves the metrics out)\n"
     "  --out DIR   output folder (created; existing files of the same names are replaced)\n";
 
 static ls_status write_file(const char *dir, const char *name, const void *data, size_t len,
@@ -662,6 +662,7 @@ static ls_status write_file(const char *dir, const char *name, const void *data,
 int cmd_report(int argc, char **argv)
 {
     const char *model_path = default_model_path(), *data = default_data_path(), *out = NULL;
+    int data_given = 0;
     for (int i = 1; i < argc; i++) {
         const char *v = NULL;
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
@@ -673,6 +674,7 @@ int cmd_report(int argc, char **argv)
         } else if (opt_value(argc, argv, &i, "--data", &v)) {
             if (!v) return cli_usage_error("report", "--data needs a folder");
             data = v;
+            data_given = 1;
         } else if (opt_value(argc, argv, &i, "--out", &v)) {
             if (!v) return cli_usage_error("report", "--out needs a folder");
             out = v;
@@ -684,7 +686,8 @@ int cmd_report(int argc, char **argv)
     ls_error err = {{0}};
     ls_model *model = NULL;
     web_bundle b = {0};
-    ls_status st = cli_load_model(model_path, &model, &err);
+    ls_status st = data_given ? cli_check_folder("--data", data, &err) : LS_OK;
+    if (st == LS_OK) st = cli_load_model(model_path, &model, &err);
     if (st == LS_OK) st = make_dirs(out, &err);
     if (st == LS_OK) st = web_build_bundle(model, model_path, data, 0, &b, &err);
     for (int i = 0; st == LS_OK && i < ls_web_nfiles; i++)

@@ -35,9 +35,12 @@ int cmd_serve(int argc, char **argv)
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #define MAX_BODY ((size_t)20 * 1024 * 1024)   /* upload cap in bytes (20 MiB) */
 #define MAX_SIDE 4096                          /* upload cap: width and height in pixels */
@@ -52,13 +55,16 @@ static const char *serve_help =
     "\n"
     "  POST /api/segment            image bytes (BMP, PNG, JPEG) -> JSON: class areas, cells,\n"
     "                               image/mask/overlay as PNG data: URLs\n"
+    "  POST /api/segment?window=W   the same for a field with many cells: half-overlapping\n"
+    "                               W x W pixel windows (see count --window)\n"
     "  POST /api/attention?x=X&y=Y  image bytes -> each stage's last-block attention for the\n"
     "                               pixel (X, Y), averaged over heads, on the reduced key grid\n"
     "Uploads over 20 MiB or 4096 pixels a side get 413, undecodable ones 400 (JSON errors).\n"
     "\n"
     "  --model M    model file (default: the shipped model)\n"
-    "  --data DIR   dataset folder for the results pages (default: segmentation_WBC)\n"
-    "  --port P     TCP port (default 8080)\n"
+    "  --data DIR   dataset folder for the results pages (default: segmentation_WBC; a DIR\n"
+    "               given here must exist, a missing default only leaves the metrics out)\n"
+    "  --port P     TCP port (default 8080), opened before the results pages are computed\n"
     "  --bind ADDR  IPv4 address to listen on (default 127.0.0.1, this machine only)\n";
 
 /* ------------------------------------------------------------------------------------------ */
@@ -72,6 +78,7 @@ typedef struct job {
     const uint8_t *body;
     size_t len;
     int x, y;            /* attention query pixel */
+    int window;          /* segment: window side for fields with many cells, 0 whole image */
     /* results */
     unsigned status;     /* HTTP status */
     char *json;          /* malloc'd response body */
@@ -222,7 +229,7 @@ static void run_segment(server *s, job *j)
     ls_mask mask = {0};
     ls_cells cells = {0};
     uint8_t *colored = NULL, *overlay = NULL;
-    int ok = web_segment_cells(s->model, &img, &mask, &cells, &err) == LS_OK;
+    int ok = web_segment_cells(s->model, &img, j->window, &mask, &cells, &err) == LS_OK;
     if (ok) {
         colored = web_color_mask(&mask, NULL, 0);
         overlay = web_color_mask(&mask, &img, 0.45f);
@@ -523,6 +530,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     job j = {.kind = u->kind, .body = u->buf, .len = u->len};
     if (u->kind == JOB_ATTENTION && (!query_int(c, "x", &j.x) || !query_int(c, "y", &j.y)))
         return send_error(c, MHD_HTTP_BAD_REQUEST, "attention needs ?x=X&y=Y pixel coordinates");
+    if (u->kind == JOB_SEGMENT &&
+        MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "window") &&
+        (!query_int(c, "window", &j.window) || (j.window && (j.window < 16 || j.window > 4096))))
+        return send_error(c, MHD_HTTP_BAD_REQUEST, "window must be 0 (the whole image) or a "
+                          "side of 16 to 4096 pixels");
     submit(s, &j);
     return send_json(c, j.status, j.json);
 }
@@ -541,11 +553,62 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 /* Command                                                                                     */
 /* ------------------------------------------------------------------------------------------ */
 
+/* What to do when the listening socket cannot be opened, by errno. */
+static const char *listen_advice(int e)
+{
+    if (e == EADDRINUSE)
+        return "another program (perhaps another leukoseg serve) listens there: stop it, or "
+               "choose another port with --port P (--port 0 picks a free one)";
+    if (e == EACCES)
+        return "ports below 1024 need privileges: choose --port 1024 or above";
+    if (e == EADDRNOTAVAIL)
+        return "the --bind address is not one of this machine's: give one of its addresses "
+               "(127.0.0.1 for this machine only)";
+    return "choose another port with --port P (--port 0 picks a free one)";
+}
+
+/* Opens the listening socket before the slow start-up work (the results pages take seconds), so
+ * a port in use is reported at once and under our own message; libmicrohttpd would report it
+ * only later, and as "port 0" for an address given with MHD_OPTION_SOCK_ADDR. Connections that
+ * arrive meanwhile wait in the backlog. Returns the socket, or -1 after saying why. */
+static int open_listener(const struct sockaddr_in *addr, const char *host)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
+    /* As libmicrohttpd does: a restart may reuse a port whose old connections are in TIME_WAIT
+     * (on Linux this never lets two servers listen on one port). */
+    if (fd >= 0) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (fd >= 0 && bind(fd, (const struct sockaddr *)addr, sizeof *addr) == 0 &&
+        listen(fd, SOMAXCONN) == 0)
+        return fd;
+    int e = errno;
+    if (fd >= 0) close(fd);
+    fprintf(stderr, "leukoseg serve: error: cannot listen on %s:%u: %s; %s\n", host,
+            (unsigned)ntohs(addr->sin_port), strerror(e), listen_advice(e));
+    return -1;
+}
+
+/* The port the socket listens on (the one the system picked for --port 0). */
+static unsigned listening_port(int fd)
+{
+    struct sockaddr_in a;
+    socklen_t len = sizeof a;
+    return getsockname(fd, (struct sockaddr *)&a, &len) == 0 ? ntohs(a.sin_port) : 0;
+}
+
+/* libmicrohttpd's own messages (a failed accept, a broken connection) carry our prefix, so they
+ * read as the server's and not as stray lines. */
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    fputs("leukoseg serve: http: ", stderr);
+    vfprintf(stderr, fmt, ap);
+}
+
 int cmd_serve(int argc, char **argv)
 {
     const char *model_path = default_model_path(), *data = default_data_path();
     const char *bind = "127.0.0.1";
-    int port = 8080;
+    int port = 8080, data_given = 0;
     for (int i = 1; i < argc; i++) {
         const char *v = NULL;
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
@@ -557,6 +620,7 @@ int cmd_serve(int argc, char **argv)
         } else if (opt_value(argc, argv, &i, "--data", &v)) {
             if (!v) return cli_usage_error("serve", "--data needs a folder");
             data = v;
+            data_given = 1;
         } else if (opt_value(argc, argv, &i, "--port", &v)) {
             if (!parse_int("serve", "--port", v, 0, 65535, &port)) return 2;
         } else if (opt_value(argc, argv, &i, "--bind", &v)) {
@@ -574,9 +638,17 @@ int cmd_serve(int argc, char **argv)
 
     static server s; /* static: outlives every MHD thread */
     ls_error err = {{0}};
-    if (cli_load_model(model_path, &s.model, &err) != LS_OK) return cli_error("serve", &err);
+    if (data_given && cli_check_folder("--data", data, &err) != LS_OK)
+        return cli_error("serve", &err);
+    int listen_fd = open_listener(&addr, bind);
+    if (listen_fd < 0) return 1;
+    if (cli_load_model(model_path, &s.model, &err) != LS_OK) {
+        close(listen_fd);
+        return cli_error("serve", &err);
+    }
     fprintf(stderr, "leukoseg serve: computing the results pages on the test split of %s\n", data);
     if (web_build_bundle(s.model, model_path, data, 1, &s.bundle, &err) != LS_OK) {
+        close(listen_fd);
         ls_model_free(s.model);
         return cli_error("serve", &err);
     }
@@ -599,23 +671,27 @@ int cmd_serve(int argc, char **argv)
     pthread_t worker;
     if (pthread_create(&worker, NULL, inference_thread, &s) != 0) {
         fprintf(stderr, "leukoseg serve: error: cannot start the inference thread\n");
+        close(listen_fd);
         return 1;
     }
+    unsigned bound_port = listening_port(listen_fd);
+    /* MHD takes the socket over (and closes it when stopped). The logger comes first: MHD uses
+     * its own for anything said while the options before it are read. */
     struct MHD_Daemon *d = MHD_start_daemon(
         MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG,
-        0, NULL, NULL, on_request, &s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, &s, MHD_OPTION_UNESCAPE_CALLBACK, unescape,
-        NULL, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)MAX_CONNECTIONS, MHD_OPTION_CONNECTION_TIMEOUT, 60u, MHD_OPTION_END);
+        0, NULL, NULL, on_request, &s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+        MHD_OPTION_LISTEN_SOCKET, (MHD_socket)listen_fd, MHD_OPTION_NOTIFY_COMPLETED,
+        on_completed, &s, MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)MAX_CONNECTIONS, MHD_OPTION_CONNECTION_TIMEOUT,
+        60u, MHD_OPTION_END);
     int rc = 0;
     if (!d) {
-        fprintf(stderr, "leukoseg serve: error: cannot listen on %s:%d (%s); is the port in "
-                        "use? try --port 0\n", bind, port, strerror(errno));
+        fprintf(stderr, "leukoseg serve: error: cannot start the HTTP server on %s:%u (%s); "
+                "check the messages above, or try another --port\n", bind, bound_port,
+                strerror(errno));
         rc = 1;
     } else {
-        const union MHD_DaemonInfo *info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
-        printf("leukoseg serve: listening on http://%s:%u/\n", bind,
-               info ? (unsigned)info->port : (unsigned)port);
+        printf("leukoseg serve: listening on http://%s:%u/\n", bind, bound_port);
         fflush(stdout);
         int sig = 0;
         sigwait(&sigs, &sig);

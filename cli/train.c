@@ -104,7 +104,7 @@ static int parse_train_options(int argc, char **argv, train_options *o)
         ls_error err;
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             fputs(train_help, stdout);
-            exit(0);
+            exit(cli_finish_stdout(0));
         } else if (opt_value(argc, argv, &i, "--data", &v)) {
             if (!v || o->ndata == MAX_DATA)
                 return cli_usage_error("train", "--data needs a folder (at most %d)", MAX_DATA);
@@ -765,6 +765,7 @@ static ls_status finalize_model(const train_options *o, ls_error *err)
             st = ls_dataset_add(&labelled, o->data[d], o->val_split, o->val_list, err);
     }
     if (st == LS_OK) {
+        cli_print_notes("train", &labelled);
         fprintf(stderr, "fitting the cell-type classifier on %d training and validation images\n",
                 labelled.n);
         st = ls_celltype_train(best, &labelled, err);

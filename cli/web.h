@@ -63,8 +63,9 @@ uint8_t *web_color_mask(const ls_mask *mask, const ls_image *img, float alpha);
 char *web_png_data_url(const uint8_t *rgb, int w, int h, ls_error *err);
 
 /* Segments img and finds its cells (ls_cells_analyze; a model without a nucleus class gets
- * ls_segment_image and no cells). cells is zeroed when there are none. */
-ls_status web_segment_cells(ls_model *model, const ls_image *img, ls_mask *mask,
+ * ls_segment_windows and no cells), over windows of `window` pixels for a field with many
+ * cells (0: the whole image). cells is zeroed when there are none. */
+ls_status web_segment_cells(ls_model *model, const ls_image *img, int window, ls_mask *mask,
                             ls_cells *cells, ls_error *err);
 
 /* Adds "cells" (type, confidence, area, bbox, ... per cell), "differential" ({type: count})

@@ -432,6 +432,27 @@ void ls_model_preproc(const ls_model *model, ls_preproc *pp);
 ls_status ls_segment_image(ls_model *model, const ls_image *img, ls_mask *mask, float **probs,
                            ls_error *err);
 
+/* Large fields. The model learned from images that hold about one white cell; a field with
+ * many cells, shrunk whole onto the model's input, shows it cells far smaller than it knows.
+ * A window is a square of `window` image pixels that should frame one cell as the training
+ * images did (120 for Dataset 1's magnification, 300 for Dataset 2's); each is resized onto the
+ * model's input on its own. window <= 0, or one at least as large as the image, means the whole
+ * image as one window. */
+typedef struct {
+    int x, y, w, h;
+} ls_rect;
+
+/* The window of `window` pixels centred on (cx, cy), shifted to lie inside the image; along a
+ * side no longer than the window it covers the whole side. */
+ls_rect ls_window_around(const ls_image *img, int window, double cx, double cy);
+/* Copies rectangle r of img (which must lie inside it) into out. */
+ls_status ls_image_crop(const ls_image *img, ls_rect r, ls_image *out, ls_error *err);
+/* ls_segment_image over half-overlapping windows: each window's class probabilities are
+ * blended into the field with a tent weight (1 at the window's centre, 0.1 at its edges), then
+ * argmax. probs (optional) receives the blended probabilities [h*w*K]. */
+ls_status ls_segment_windows(ls_model *model, const ls_image *img, int window, ls_mask *mask,
+                             float **probs, ls_error *err);
+
 /* Argmax over K channels of NHWC logits/probabilities [n, K] into labels [n]. */
 void ls_argmax(const float *scores, size_t n, int k, uint8_t *labels);
 
@@ -451,9 +472,11 @@ typedef struct {
                           (distance-transform saddle) is below neck_ratio x the smaller region's
                           peak distance (its inscribed radius) */
     int lobe_open;     /* half-width (px) of the square opening before nucleus lobes are counted */
+    int window;        /* ls_cells_analyze: side of the windows of a large field (see
+                          ls_segment_windows); 0 = the whole image as one */
 } ls_cell_params;
 
-/* min_area 100, neck_ratio 0.7, lobe_open 1. */
+/* min_area 100, neck_ratio 0.7, lobe_open 1, window 0. */
 ls_cell_params ls_cell_params_default(void);
 
 typedef struct {
@@ -479,6 +502,8 @@ typedef struct {
     int n;
     int specks;         /* instances dropped for area < min_area */
     long speck_pixels;
+    int anucleate;      /* instances of at least min_area dropped for having no nucleus pixel */
+    long anucleate_pixels;
 } ls_cells;
 
 /* Cell instances of a class mask. Foreground is every class >= 1 with 8-connectivity. Seeds are
@@ -487,7 +512,8 @@ typedef struct {
  * (outside the image counts as background) splits touching cells at their necks. Regions of one
  * cell (the fragments of a lobed nucleus) are merged again: neighbours whose saddle reaches
  * neck_ratio of the smaller peak, then remaining regions below min_area into the neighbour with
- * the widest contact. Cells are numbered in raster order of their first pixel and measured;
+ * the widest contact. A region without any nucleus pixel is not a white cell and is dropped
+ * (counted in anucleate). Cells are numbered in raster order of their first pixel and measured;
  * type fields stay 0 (see ls_cells_classify). */
 ls_status ls_cells_find(const ls_mask *mask, const ls_cell_params *params, ls_cells *cells,
                         ls_error *err);
@@ -512,9 +538,14 @@ int ls_cell_feature_count(const ls_model *model);
 int ls_model_has_cell_classifier(const ls_model *model);
 
 /* Segments img, finds and measures its cells and classifies them with the model's classifier
- * (threshold < 0: the one stored with it). mask (may be NULL) receives the predicted class mask,
- * features (may be NULL) a malloc'd [cells->n, F] array. Without a classifier the cells are
- * found and measured but left unclassified. */
+ * (threshold < 0: the one stored with it). mask (may be NULL) receives the predicted class
+ * mask, features (may be NULL) a malloc'd [cells->n, F] array. Without a classifier the cells
+ * are found and measured but left unclassified.
+ * With params->window set, the field is segmented over windows (ls_segment_windows), and each
+ * cell is typed from the window centred on it (ls_window_around) analysed as an image of its
+ * own, as the classifier's training images were: the cell of that window that holds most of
+ * the field cell's pixels gives the features (a cell the window does not find again takes
+ * encoder features pooled from that window and the rest from the field). */
 ls_status ls_cells_analyze(ls_model *model, const ls_image *img, const ls_cell_params *params,
                            double threshold, ls_mask *mask, ls_cells *cells, float **features,
                            ls_error *err);

@@ -15,7 +15,7 @@
 
 ls_cell_params ls_cell_params_default(void)
 {
-    ls_cell_params p = {100, 0.7, 1};
+    ls_cell_params p = {100, 0.7, 1, 0};
     return p;
 }
 
@@ -512,7 +512,15 @@ ls_status ls_cells_find(const ls_mask *mask, const ls_cell_params *prm, ls_cells
             if (dt[p] > peak[region[p]]) peak[region[p]] = dt[p];
         }
         merge_regions(edges, nedges, parent, peak, area, prm->neck_ratio, prm->min_area);
-        /* Number surviving roots in raster order of their first pixel; specks get -1. */
+        /* Every white cell has a nucleus: a region without one is a red cell or debris taken
+         * for cytoplasm, or a sliver of a cell cut by the border. Count nucleus pixels per
+         * merged region (peak is free now and holds them). */
+        for (int32_t r = 0; r <= nreg; r++) peak[r] = 0.0f;
+        for (size_t p = 0; p < n; p++)
+            if (region[p] && mask->data[p] == LS_NUCLEUS_CLASS)
+                peak[find_root(parent, region[p])] += 1.0f;
+        /* Number surviving roots in raster order of their first pixel; specks and regions
+         * without nucleus get -1. */
         for (size_t p = 0; p < n; p++) {
             if (!region[p]) continue;
             int32_t r = find_root(parent, region[p]);
@@ -521,6 +529,10 @@ ls_status ls_cells_find(const ls_mask *mask, const ls_cell_params *prm, ls_cells
                     final_id[r] = -1;
                     out->specks++;
                     out->speck_pixels += area[r];
+                } else if (peak[r] == 0.0f) {
+                    final_id[r] = -1;
+                    out->anucleate++;
+                    out->anucleate_pixels += area[r];
                 } else {
                     final_id[r] = ++out->n;
                 }

@@ -101,11 +101,12 @@ int ls_cell_feature_count(const ls_model *m)
     return c[0] + c[1] + c[2] + c[3] + HAND_FEATURES;
 }
 
-/* Masked average pooling of stage outputs: each image pixel of a cell adds weight 1 to the grid
- * position it falls in (the image is resized onto the whole input, and stage i's grid has the
- * input's cumulative stride), so every grid cell weighs by the cell area it covers. */
+/* Masked average pooling of stage outputs: each image pixel of a cell inside the window r
+ * (the image rectangle that was resized onto the whole input) adds weight 1 to the grid
+ * position it falls in (stage i's grid has the input's cumulative stride), so every grid cell
+ * weighs by the cell area it covers. */
 static ls_status pool_stages(const ls_model *m, const ls_workspace *ws, const ls_cells *cells,
-                             const ls_cell *c, int32_t id, float *out, ls_error *err)
+                             const ls_cell *c, int32_t id, ls_rect r, float *out, ls_error *err)
 {
     int off = 0;
     for (int s = 0; s < 4; s++) {
@@ -113,15 +114,18 @@ static ls_status pool_stages(const ls_model *m, const ls_workspace *ws, const ls
         int ch = m->cfg.hidden[s];
         /* input pixels per grid step: H / h rounded, exact for the strides SegFormer uses */
         double sy = (double)ws->h / sa->h, sx = (double)ws->w / sa->w;
-        long *count = calloc((size_t)sa->n, sizeof *count);
+        long *count = calloc((size_t)sa->n, sizeof *count), inside = 0;
         if (!count) return ls_fail(err, LS_ERR_NOMEM, "out of memory pooling cell features");
-        for (int y = c->bbox_y; y < c->bbox_y + c->bbox_h; y++) {
-            int gy = (int)((y + 0.5) * ws->h / cells->h / sy);
+        int y1 = c->bbox_y + c->bbox_h < r.y + r.h ? c->bbox_y + c->bbox_h : r.y + r.h;
+        int x1 = c->bbox_x + c->bbox_w < r.x + r.w ? c->bbox_x + c->bbox_w : r.x + r.w;
+        for (int y = c->bbox_y > r.y ? c->bbox_y : r.y; y < y1; y++) {
+            int gy = (int)((y - r.y + 0.5) * ws->h / r.h / sy);
             gy = gy < sa->h ? gy : sa->h - 1;
-            for (int x = c->bbox_x; x < c->bbox_x + c->bbox_w; x++) {
+            for (int x = c->bbox_x > r.x ? c->bbox_x : r.x; x < x1; x++) {
                 if (cells->labels[(size_t)y * cells->w + x] != id) continue;
-                int gx = (int)((x + 0.5) * ws->w / cells->w / sx);
+                int gx = (int)((x - r.x + 0.5) * ws->w / r.w / sx);
                 count[gy * sa->w + (gx < sa->w ? gx : sa->w - 1)]++;
+                inside++;
             }
         }
         double *acc = calloc((size_t)ch, sizeof *acc);
@@ -134,7 +138,7 @@ static ls_status pool_stages(const ls_model *m, const ls_workspace *ws, const ls
             const float *tok = sa->out + (size_t)g * ch;
             for (int k = 0; k < ch; k++) acc[k] += (double)count[g] * tok[k];
         }
-        for (int k = 0; k < ch; k++) out[off + k] = (float)(acc[k] / (double)c->area);
+        for (int k = 0; k < ch; k++) out[off + k] = inside ? (float)(acc[k] / inside) : 0.0f;
         off += ch;
         free(acc);
         free(count);
@@ -506,7 +510,9 @@ static ls_status hand_features(const ls_image *img, const ls_mask *mask, const l
     return LS_OK;
 }
 
-static ls_status cell_features(const ls_model *m, const ls_workspace *ws, const ls_image *img,
+/* Features of every cell: encoder features pooled from ws, the forward of the whole image;
+ * then the hand-crafted ones. */
+static ls_status cell_features(ls_model *m, const ls_workspace *ws, const ls_image *img,
                                const ls_mask *mask, const ls_cells *cells, float **features,
                                ls_error *err)
 {
@@ -515,12 +521,139 @@ static ls_status cell_features(const ls_model *m, const ls_workspace *ws, const 
     image_reference(img, mask, &cr);
     *features = malloc(sizeof(float) * (size_t)f * (cells->n ? cells->n : 1));
     if (!*features) return ls_fail(err, LS_ERR_NOMEM, "out of memory for cell features");
+    ls_rect whole = {0, 0, img->w, img->h};
     ls_status st = LS_OK;
     for (int i = 0; i < cells->n && st == LS_OK; i++) {
         float *row = *features + (size_t)i * f;
-        st = pool_stages(m, ws, cells, &cells->cells[i], i + 1, row, err);
+        st = pool_stages(m, ws, cells, &cells->cells[i], i + 1, whole, row, err);
         if (st == LS_OK)
             st = hand_features(img, mask, cells, &cells->cells[i], i + 1, &cr, row + pooled, err);
+    }
+    if (st != LS_OK) {
+        free(*features);
+        *features = NULL;
+    }
+    return st;
+}
+
+/* The cell of `crop` (found in window r of the field) that holds most of field cell `id`'s
+ * pixels: 0-based, or -1 when none does. */
+static int matching_cell(const ls_cells *field, int32_t id, ls_rect r, const ls_cells *crop)
+{
+    long *votes = calloc((size_t)crop->n + 1, sizeof *votes);
+    if (!votes) return -1;
+    for (int y = 0; y < r.h; y++)
+        for (int x = 0; x < r.w; x++) {
+            int32_t own = field->labels[(size_t)(r.y + y) * field->w + r.x + x];
+            int32_t got = crop->labels[(size_t)y * r.w + x];
+            if (own == id && got > 0) votes[got]++;
+        }
+    int best = -1;
+    for (int k = 1; k <= crop->n; k++)
+        if (votes[k] > 0 && (best < 0 || votes[k] > votes[best + 1])) best = k - 1;
+    free(votes);
+    return best;
+}
+
+/* Paints the pixels of window crop r that belong to field cells other than `id` with the
+ * median colour of the window's background (field mask class 0), so the window shows one white
+ * cell among red cells and plasma, as the classifier's training images do. Without background
+ * in the window the crop is left as it is. */
+static void paint_out_neighbours(ls_image *crop, ls_rect r, const ls_mask *field_mask,
+                                 const ls_cells *field, int32_t id)
+{
+    int *hist = calloc(3 * 256, sizeof *hist);
+    if (!hist) return;
+    long nbg = 0;
+    for (int y = 0; y < r.h; y++)
+        for (int x = 0; x < r.w; x++) {
+            if (field_mask->data[(size_t)(r.y + y) * field_mask->w + r.x + x] != 0) continue;
+            const uint8_t *px = crop->data + ((size_t)y * r.w + x) * 3;
+            for (int ch = 0; ch < 3; ch++) hist[ch * 256 + px[ch]]++;
+            nbg++;
+        }
+    uint8_t median[3] = {0, 0, 0};
+    for (int ch = 0; ch < 3 && nbg; ch++) {
+        long seen = 0;
+        int v = 0;
+        while (v < 255 && (seen += hist[ch * 256 + v]) * 2 < nbg) v++;
+        median[ch] = (uint8_t)v;
+    }
+    free(hist);
+    if (!nbg) return;
+    for (int y = 0; y < r.h; y++)
+        for (int x = 0; x < r.w; x++) {
+            int32_t own = field->labels[(size_t)(r.y + y) * field->w + r.x + x];
+            if (own > 0 && own != id) memcpy(crop->data + ((size_t)y * r.w + x) * 3, median, 3);
+        }
+}
+
+/* Analyses window r of the field as an image of its own (segmentation, cells, features), as the
+ * classifier's training images were, with the other white cells of the field painted out, and
+ * copies into out the features of the cell there that matches field cell i. *found is 0 when
+ * no cell of the window matches. */
+static ls_status window_cell_features(ls_model *m, const ls_image *img, ls_rect r,
+                                      const ls_cell_params *prm, const ls_mask *field_mask,
+                                      const ls_cells *field, int i, float *out, int *found,
+                                      ls_error *err)
+{
+    ls_image crop = {0};
+    ls_mask mask = {0};
+    ls_cells cells = {0};
+    ls_workspace *ws = NULL;
+    float *f = NULL;
+    ls_cell_params whole = *prm;
+    whole.window = 0;
+    *found = 0;
+    ls_status st = ls_image_crop(img, r, &crop, err);
+    if (st == LS_OK) paint_out_neighbours(&crop, r, field_mask, field, i + 1);
+    if (st == LS_OK) st = ls_encode_image(m, &crop, &ws, err);
+    if (st == LS_OK) st = ls_mask_from_logits(m, ws, r.w, r.h, &mask, NULL, err);
+    if (st == LS_OK) st = ls_cells_find(&mask, &whole, &cells, err);
+    if (st == LS_OK) st = cell_features(m, ws, &crop, &mask, &cells, &f, err);
+    int k = st == LS_OK ? matching_cell(field, i + 1, r, &cells) : -1;
+    if (k >= 0) {
+        int nf = ls_cell_feature_count(m);
+        memcpy(out, f + (size_t)k * nf, sizeof(float) * nf);
+        *found = 1;
+    }
+    free(f);
+    ls_cells_free(&cells);
+    ls_mask_free(&mask);
+    ls_workspace_free(ws);
+    ls_image_free(&crop);
+    return st;
+}
+
+/* Features of the cells of a field segmented over windows: each cell is analysed in the window
+ * centred on it (window_cell_features), so the classifier sees it as in its training images.
+ * A cell that its window does not find again (a sliver the blend kept) takes encoder features
+ * pooled from that window and hand-crafted ones from the field. */
+static ls_status field_cell_features(ls_model *m, const ls_image *img, const ls_mask *mask,
+                                     const ls_cells *cells, const ls_cell_params *prm,
+                                     float **features, ls_error *err)
+{
+    int f = ls_cell_feature_count(m), pooled = f - HAND_FEATURES;
+    colour_ref cr;
+    image_reference(img, mask, &cr);
+    *features = malloc(sizeof(float) * (size_t)f * (cells->n ? cells->n : 1));
+    if (!*features) return ls_fail(err, LS_ERR_NOMEM, "out of memory for cell features");
+    ls_status st = LS_OK;
+    for (int i = 0; i < cells->n && st == LS_OK; i++) {
+        const ls_cell *c = &cells->cells[i];
+        float *row = *features + (size_t)i * f;
+        ls_rect r = ls_window_around(img, prm->window, c->cx, c->cy);
+        int found = 0;
+        st = window_cell_features(m, img, r, prm, mask, cells, i, row, &found, err);
+        if (st != LS_OK || found) continue;
+        ls_image crop = {0};
+        ls_workspace *ws = NULL;
+        st = ls_image_crop(img, r, &crop, err);
+        if (st == LS_OK) st = ls_encode_image(m, &crop, &ws, err);
+        if (st == LS_OK) st = pool_stages(m, ws, cells, c, i + 1, r, row, err);
+        if (st == LS_OK) st = hand_features(img, mask, cells, c, i + 1, &cr, row + pooled, err);
+        ls_workspace_free(ws);
+        ls_image_free(&crop);
     }
     if (st != LS_OK) {
         free(*features);
@@ -989,13 +1122,20 @@ ls_status ls_cells_analyze(ls_model *m, const ls_image *img, const ls_cell_param
     ls_workspace *ws = NULL;
     float *f = NULL;
     ls_mask mask = {0};
-    /* One forward serves both the segmentation and the cell features. */
-    ls_status st = ls_encode_image(m, img, &ws, err);
-    if (st == LS_OK) st = ls_mask_from_logits(m, ws, img->w, img->h, &mask, NULL, err);
+    int windowed = prm->window > 0 && (prm->window < img->w || prm->window < img->h);
+    ls_status st;
+    if (windowed) {
+        st = ls_segment_windows(m, img, prm->window, &mask, NULL, err);
+    } else {
+        /* One forward serves both the segmentation and the cell features. */
+        st = ls_encode_image(m, img, &ws, err);
+        if (st == LS_OK) st = ls_mask_from_logits(m, ws, img->w, img->h, &mask, NULL, err);
+    }
     if (st == LS_OK) st = ls_cells_find(&mask, prm, cells, err);
     int classify = ls_model_has_cell_classifier(m);
     if (st == LS_OK && (classify || features))
-        st = cell_features(m, ws, img, &mask, cells, &f, err);
+        st = windowed ? field_cell_features(m, img, &mask, cells, prm, &f, err)
+                      : cell_features(m, ws, img, &mask, cells, &f, err);
     if (st == LS_OK && classify) st = ls_cells_classify(m, f, threshold, cells, err);
     ls_workspace_free(ws);
     if (st == LS_OK && features) {
@@ -1114,8 +1254,11 @@ static ls_status collect_rows(ls_model *m, const ls_dataset *ds, int views, trai
         return ls_fail(err, LS_ERR_ARG, "cell types need a model with background, cytoplasm and "
                        "nucleus classes; this one predicts %d", m->cfg.num_labels);
     if (!labelled)
-        return ls_fail(err, LS_ERR_ARG, "none of the %d samples has a cell-type label (the "
-                       "class-label CSVs of segmentation_WBC)", ds->n);
+        return ls_fail(err, LS_ERR_ARG, "none of the %d samples has a cell-type label: each "
+                       "dataset folder needs its 'Class Labels of Dataset N.csv' beside it, with "
+                       "a header and rows 'image ID,class' (class 1-5: neutrophil, lymphocyte, "
+                       "monocyte, eosinophil, basophil)%s%s", ds->n, ds->notes[0] ? "; " : "",
+                       ds->notes);
     r->f = ls_cell_feature_count(m);
     r->cap = labelled * 2 * views;
     r->x = malloc(sizeof(float) * (size_t)r->cap * r->f);

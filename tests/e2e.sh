@@ -179,6 +179,92 @@ expect_error "bad option value" "--size" "$bin" train --size 0
 expect_error "bad thread count" "--threads" "$bin" count --threads 0 "$data/Dataset 1/001.bmp"
 expect_error "unknown split" "split" "$bin" eval --model "$model" --split nonsense
 
+# 5. Robustness of the command line: a write error on stdout fails the command; undefined
+#    metrics print n/a; a model holding NaN is refused; serve checks --data and its port first.
+expect_write_error() { # expect_write_error NAME CMD...: stdout on a full disk must fail the run
+    local name=$1 rc
+    shift
+    "$@" > /dev/full 2> "$tmp/full.err"
+    rc=$?
+    if [ "$rc" -ne 0 ] && grep -q "cannot write the output (stdout): No space" "$tmp/full.err"
+    then pass "$name > /dev/full: exit $rc, $(head -c 100 "$tmp/full.err")"
+    else fail "$name > /dev/full: exit $rc, stderr: $(cat "$tmp/full.err")"; fi
+}
+printf 'Dataset 1/001\n' > "$tmp/one.txt"
+if [ -w /dev/full ]; then
+    expect_write_error "info" "$bin" info "$model"
+    expect_write_error "eval --json" "$bin" eval --model "$model" --data "$data" \
+        --split-file "$tmp/one.txt" --json
+fi
+# One image whose mask is all background: cytoplasm and nucleus have no recall (0/0). Its
+# classes.txt declares the levels, as a folder whose masks lack a class must.
+mkdir -p "$tmp/bgonly/images" "$tmp/bgonly/masks"
+cp "$data/Dataset 1/001.bmp" "$tmp/bgonly/images/001.bmp"
+printf '0 background\n128 cytoplasm\n255 nucleus\n' > "$tmp/bgonly/classes.txt"
+python3 - "$tmp/bgonly/masks/001.png" "$(bmp_size "$data/Dataset 1/001.bmp")" <<'PY'
+import struct, sys, zlib
+w, h = map(int, sys.argv[2].split("x"))
+def chunk(kind, body):
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+raw = b"".join(b"\0" + bytes(w) for _ in range(h))
+open(sys.argv[1], "wb").write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h,
+    8, 0, 0, 0, 0)) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+PY
+if "$bin" eval --model "$model" --data "$tmp/bgonly" --split all > "$tmp/na.txt" &&
+        "$bin" eval --model "$model" --data "$tmp/bgonly" --split all --json > "$tmp/na.json"; then
+    recall=$(awk '$1 == "cytoplasm" || $1 == "nucleus" {printf "%s ", $5}' "$tmp/na.txt")
+    null="$(json_get "$tmp/na.json" "['classes'][1]['recall']")"
+    null="$null $(json_get "$tmp/na.json" "['classes'][2]['recall']")"
+    if [ "$recall" = "n/a n/a " ] && ! grep -qi "nan" "$tmp/na.txt" && [ "$null" = "None None" ]
+    then pass "eval, classes absent from the truth: recall n/a (text), null (JSON)"
+    else fail "eval, absent classes: text recall '$recall', JSON $null: $(cat "$tmp/na.txt")"; fi
+else
+    fail "eval on an all-background mask exited non-zero"
+fi
+# A model file with one NaN (the cell classifier, then a SegFormer weight) is refused by name.
+poison() { # poison OUT TENSOR: a copy of the model with element 3 of TENSOR set to NaN
+    python3 - "$model" "$1" "$2" <<'PY'
+import json, struct, sys
+data = bytearray(open(sys.argv[1], "rb").read())
+n = struct.unpack("<Q", data[:8])[0]
+at = json.loads(data[8:8 + n])[sys.argv[3]]["data_offsets"][0] + 8 + n + 4 * 3
+data[at:at + 4] = struct.pack("<f", float("nan"))
+open(sys.argv[2], "wb").write(data)
+PY
+}
+mkdir -p "$tmp/nan"
+poison "$tmp/nan/cells.safetensors" cell_classifier.weight
+poison "$tmp/nan/head.safetensors" decode_head.classifier.weight
+expect_error "NaN in cell_classifier.weight" \
+    "cells.safetensors: tensor cell_classifier.weight holds NaN at element 3" \
+    "$bin" count --model "$tmp/nan/cells.safetensors" "$data/Dataset 1/001.bmp"
+expect_error "NaN in a SegFormer weight" "decode_head.classifier.weight holds NaN at element 3" \
+    "$bin" segment --model "$tmp/nan/head.safetensors" --out "$tmp/nan/o" "$data/Dataset 1/001.bmp"
+# serve and report: a --data folder that does not exist is an error (the timeout stops a server
+# that starts anyway); a port in use is reported at once, alone, before the results pages.
+expect_error "serve --data missing" "no-such-folder: No such file or directory" \
+    timeout 30 "$bin" serve --model "$model" --data "$tmp/no-such-folder" --port 0
+expect_error "report --data missing" "no-such-folder: No such file or directory" \
+    "$bin" report --model "$model" --data "$tmp/no-such-folder" --out "$tmp/rep"
+python3 - "$bin" "$model" "$data/Dataset 2" "$tmp/port.err" > "$tmp/port.out" <<'PY'
+import socket, subprocess, sys
+with socket.socket() as s:  # holds a loopback port while serve tries it
+    s.bind(("127.0.0.1", 0))
+    s.listen(1)
+    port = s.getsockname()[1]
+    r = subprocess.run([sys.argv[1], "serve", "--model", sys.argv[2], "--data", sys.argv[3],
+                        "--port", str(port)], stdout=subprocess.DEVNULL,
+                       stderr=open(sys.argv[4], "w"), timeout=120)
+    print(port, r.returncode)
+PY
+read -r port rc < "$tmp/port.out"
+if [ "${rc:-0}" -ne 0 ] && grep -q "127.0.0.1:$port: Address already in use" "$tmp/port.err" &&
+        grep -q -- "--port" "$tmp/port.err" && [ "$(wc -l < "$tmp/port.err")" -eq 1 ]; then
+    pass "serve on a port in use: $(head -c 120 "$tmp/port.err")"
+else
+    fail "serve on a port in use (port '${port:-}', exit '${rc:-}'): $(cat "$tmp/port.err")"
+fi
+
 if [ "$failures" -ne 0 ]; then
     echo "e2e: $failures check(s) failed" >&2
     exit 1

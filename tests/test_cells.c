@@ -116,20 +116,28 @@ static void test_speck_and_border(void)
     ls_cell_params p = ls_cell_params_default();
     ls_cells c;
     CHECK_OK(ls_cells_find(&m, &p, &c, &err), err);
-    CHECK(c.n == 2);
+    CHECK(c.n == 1);
     CHECK(c.specks == 1);
     CHECK(c.speck_pixels == count_disc(120, 80, 100, 10, 3));
+    CHECK(c.anucleate == 1); /* the piece cut by the border has no nucleus */
+    CHECK(c.anucleate_pixels == count_disc(120, 80, 110, 70, 15));
+    CHECK(c.labels[10 * 120 + 100] == 0);
+    CHECK(c.labels[70 * 120 + 110] == 0);
+    ls_cells_free(&c);
+    /* the same piece with a nucleus is a cell, flagged as cut by the border */
+    disc(&m, 112, 72, 5, LS_NUCLEUS_CLASS);
+    CHECK_OK(ls_cells_find(&m, &p, &c, &err), err);
+    CHECK(c.n == 2 && c.anucleate == 0);
     if (c.n == 2) {
         CHECK(c.cells[0].border == 0 && c.cells[0].nucleus_area > 0);
-        CHECK(c.cells[1].border == 1 && c.cells[1].nucleus_area == 0);
-        CHECK(c.cells[1].lobes == 0);
-        CHECK(c.labels[10 * 120 + 100] == 0);
+        CHECK(c.cells[1].border == 1 && c.cells[1].nucleus_area == count_disc(120, 80, 112, 72,
+                                                                               5));
         CHECK(c.labels[70 * 120 + 110] == 2);
     }
     ls_cells_free(&c);
-    p.min_area = 10;
+    p.min_area = 10; /* the speck is then big enough, but has no nucleus */
     CHECK_OK(ls_cells_find(&m, &p, &c, &err), err);
-    CHECK(c.n == 3 && c.specks == 0);
+    CHECK(c.n == 2 && c.specks == 0 && c.anucleate == 1);
     ls_cells_free(&c);
     ls_mask_free(&m);
 }

@@ -197,7 +197,9 @@
     setStatus(`Focusing on ${label}…`, 'busy');
     let res;
     try {
-      const r = await fetch('api/segment', { method: 'POST', body: bytes,
+      const win = parseInt($('window').value, 10);
+      const url = win > 0 ? `api/segment?window=${win}` : 'api/segment';
+      const r = await fetch(url, { method: 'POST', body: bytes,
         headers: { 'Content-Type': 'application/octet-stream' } });
       res = await r.json().catch(() => ({ error: `HTTP ${r.status}` }));
       if (!r.ok) throw new Error(res.error || `HTTP ${r.status}`);
@@ -248,6 +250,9 @@
       });
       draw();
     }));
+    $('window').addEventListener('change', () => {
+      if (state.bytes) segment(state.bytes, 'the slide again');
+    });
     $('opacity').addEventListener('input', (e) => {
       state.opacity = e.target.value / 100;
       $('opacity-out').textContent = e.target.value + '%';

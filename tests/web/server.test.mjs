@@ -165,6 +165,16 @@ try {
     'segment: image, mask, overlay as PNG data URLs');
   check(Array.isArray(ref.cells) && typeof ref.differential === 'object',
     'segment: cells and differential');
+  // ?window=W: a window at least as large as the image is the whole image; bad values are 400.
+  r = await request('POST', `/api/segment?window=${Math.max(ref.width, ref.height)}`, img);
+  check(r.status === 200 && JSON.parse(r.body).classes.map((c) => c.pixels).join('/') ===
+    ref.classes.map((c) => c.pixels).join('/'), 'segment?window=image side: the same areas');
+  r = await request('POST', `/api/segment?window=${ref.width >> 1}`, img);
+  check(r.status === 200 && JSON.parse(r.body).width === ref.width,
+    `segment?window=${ref.width >> 1}: 200, the image's own size`);
+  for (const w of ['abc', '8', '-5', '99999'])
+    check((r = await request('POST', `/api/segment?window=${w}`, img)).status === 400 &&
+      isJsonError(r), `segment?window=${w}: 400 (${JSON.parse(r.body).error})`);
   r = await request('POST', `/api/attention?x=${ref.width >> 1}&y=${ref.height >> 1}`, img);
   const att = JSON.parse(r.body);
   const sums = (att.stages || []).map((s) => s.weights.reduce((a, v) => a + v, 0));
