@@ -81,7 +81,8 @@ int cmd_eval(int argc, char **argv)
             if (!v) return cli_usage_error("eval", "--split-file needs a file");
             split_file = v;
         } else if (opt_value(argc, argv, &i, "--split", &v)) {
-            if (ls_split_parse(v ? v : "", &split, &err) != LS_OK) return cli_error("eval", &err);
+            if (ls_split_parse(v ? v : "", &split, &err) != LS_OK)
+                return cli_error("eval", &err) + 1; /* a usage error: exit 2 */
         } else {
             return cli_usage_error("eval", "unknown option '%s'", argv[i]);
         }

@@ -274,6 +274,7 @@ typedef struct {
     long counts[LS_CELL_TYPES + 1]; /* index 0: unidentified */
     long total, specks, anucleate, border, border_excluded, images;
     long small_fields; /* images whose cells look far smaller than the model's (no --window) */
+    long grey_images;  /* images without colour, whose types cannot be trusted */
     cJSON *failed;     /* paths of the images that could not be counted */
 } tally;
 
@@ -298,6 +299,23 @@ static void small_field_warning(char *w, size_t n, long images)
              "field shrunk whole onto the model's input shows it cells smaller than it learned, "
              "and many are missed; give --window W, W about 2.5 cell diameters in pixels",
              images, 100 * SMALL_CELL_FRACTION);
+}
+
+/* The types are told apart largely by stain colour (granules, cytoplasm), which a greyscale
+ * image has lost. */
+static int is_greyscale(const ls_image *img)
+{
+    for (size_t p = 0; p < (size_t)img->w * img->h; p++) {
+        const uint8_t *px = img->data + p * 3;
+        if (px[0] != px[1] || px[1] != px[2]) return 0;
+    }
+    return 1;
+}
+
+static void grey_warning(char *w, size_t n, long images)
+{
+    snprintf(w, n, "%ld image(s) are greyscale: the cell types are told apart by stain colour, "
+             "so their types are unreliable; count colour images", images);
 }
 
 static cJSON *summary_json(const tally *t, double threshold)
@@ -335,6 +353,10 @@ static cJSON *summary_json(const tally *t, double threshold)
     }
     if (t->small_fields) {
         small_field_warning(w, sizeof w, t->small_fields);
+        cJSON_AddItemToArray(warnings, cJSON_CreateString(w));
+    }
+    if (t->grey_images) {
+        grey_warning(w, sizeof w, t->grey_images);
         cJSON_AddItemToArray(warnings, cJSON_CreateString(w));
     }
     return s;
@@ -381,6 +403,7 @@ static ls_status count_one(ls_model *m, const count_opts *o, const char *path, t
         t->specks += cells.specks;
         t->anucleate += cells.anucleate;
         t->small_fields += o->prm.window == 0 && looks_like_small_field(&cells, &img);
+        t->grey_images += cells.n > 0 && is_greyscale(&img);
     } else {
         cJSON_AddItemToArray(t->failed, cJSON_CreateString(path));
     }
@@ -557,7 +580,7 @@ int cmd_count(int argc, char **argv)
         } else if (opt_value(argc, argv, &i, "--split", &v)) {
             if (ls_split_parse(v ? v : "", &split, &err) != LS_OK) {
                 free(paths);
-                return cli_error("count", &err);
+                return cli_error("count", &err) + 1; /* a usage error: exit 2 */
             }
             split_given = 1;
         } else if (opt_value(argc, argv, &i, "--min-area", &v)) {
@@ -641,9 +664,13 @@ int cmd_count(int argc, char **argv)
         if (t.total < WARN_CELLS)
             fprintf(stderr, "leukoseg count: warning: only %ld cells counted; a differential "
                     "count needs at least %d for usable percentages\n", t.total, WARN_CELLS);
+        char w[400];
         if (t.small_fields) {
-            char w[400];
             small_field_warning(w, sizeof w, t.small_fields);
+            fprintf(stderr, "leukoseg count: warning: %s\n", w);
+        }
+        if (t.grey_images) {
+            grey_warning(w, sizeof w, t.grey_images);
             fprintf(stderr, "leukoseg count: warning: %s\n", w);
         }
         cJSON_Delete(t.failed);

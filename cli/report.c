@@ -624,7 +624,7 @@ ls_status web_build_bundle(ls_model *model, const char *model_path, const char *
 /* ------------------------------------------------------------------------------------------ */
 
 static const char *report_help =
-    "usage: leukoseg report [--model M] [--data DIR] --out DIR\n"
+    "usage: leukoseg report [--model M] [--data DIR] [--threads N] --out DIR\n"
     "\n"
     "Writes the results pages of `leukoseg serve` as a static folder that opens with no server\n"
     "(open OUT/index.html): test-split metrics per dataset folder beside published numbers, a\n"
@@ -634,7 +634,8 @@ static const char *report_help =
     "  --model M   model file (default: the shipped model)\n"
     "  --data DIR  dataset folder (default: segmentation_WBC beside the repo; a DIR given\n"
     "              here must exist, a missing default only leaves the metrics out)\n"
-    "  --out DIR   output folder (created; existing files of the same names are replaced)\n";
+    "  --out DIR   output folder (created; existing files of the same names are replaced)\n"
+    "  --threads N OpenMP threads (default: all cores)\n";
 
 static ls_status write_file(const char *dir, const char *name, const void *data, size_t len,
                             ls_error *err)
@@ -678,6 +679,8 @@ int cmd_report(int argc, char **argv)
         } else if (opt_value(argc, argv, &i, "--out", &v)) {
             if (!v) return cli_usage_error("report", "--out needs a folder");
             out = v;
+        } else if (opt_value(argc, argv, &i, "--threads", &v)) {
+            if (!parse_threads("report", v)) return 2;
         } else {
             return cli_usage_error("report", "unknown option '%s'", argv[i]);
         }

@@ -109,6 +109,55 @@ for img in "$data/Dataset 1/001.bmp" "$small" "$data/Dataset 2/001.bmp"; do
     fi
 done
 
+# count on odd inputs: an image with no white cell (plain pink, black) counts none; a file named
+# twice counts once; a window at least as large as the image changes nothing; a greyscale image
+# is warned about; a window under 16 pixels is a usage error.
+mkdir -p "$tmp/cnt"
+python3 - "$tmp/cnt" "$data/Dataset 1/001.bmp" <<'PY'
+import struct, sys
+def bmp(path, w, h, pixel):  # 24-bit bottom-up BMP; pixel(x, y) -> (r, g, b)
+    row = (w * 3 + 3) & ~3
+    data = b"".join(b"".join(bytes(pixel(x, y)[::-1]) for x in range(w)).ljust(row, b"\0")
+                    for y in reversed(range(h)))
+    head = struct.pack("<2sIHHI", b"BM", 54 + len(data), 0, 0, 54)
+    info = struct.pack("<IiiHHIIiiII", 40, w, h, 1, 24, 0, len(data), 2835, 2835, 0, 0)
+    open(path, "wb").write(head + info + data)
+bmp(sys.argv[1] + "/pink.bmp", 120, 120, lambda x, y: (230, 180, 200))
+bmp(sys.argv[1] + "/black.bmp", 64, 64, lambda x, y: (0, 0, 0))
+src = open(sys.argv[2], "rb").read()  # Dataset 1 BMPs are 24-bit 120x120 bottom-up
+off, w, h = struct.unpack_from("<I", src, 10)[0], 120, 120
+row = (w * 3 + 3) & ~3
+def grey(x, y):
+    b, g, r = src[off + (h - 1 - y) * row + 3 * x: off + (h - 1 - y) * row + 3 * x + 3]
+    v = (r * 299 + g * 587 + b * 114) // 1000
+    return (v, v, v)
+bmp(sys.argv[1] + "/grey.bmp", w, h, grey)
+PY
+if "$bin" count --json --model "$model" "$tmp/cnt/pink.bmp" "$tmp/cnt/black.bmp" \
+        > "$tmp/cnt/none.json" 2> /dev/null &&
+        [ "$(json_get "$tmp/cnt/none.json" "['summary']['total']")" = 0 ]
+then pass "count: plain pink and black images hold no white cell"
+else fail "count on plain images: $(head -c 300 "$tmp/cnt/none.json")"; fi
+"$bin" count --json --model "$model" "$data/Dataset 1/001.bmp" "$data/Dataset 1/./001.bmp" \
+    > "$tmp/cnt/twice.json" 2> "$tmp/cnt/twice.err"
+if [ "$(json_get "$tmp/cnt/twice.json" "['summary']['images']")" = 1 ] &&
+        grep -q "counted once" "$tmp/cnt/twice.err"
+then pass "count: a file named twice is counted once, with a note"
+else fail "count, one file twice: $(cat "$tmp/cnt/twice.err")"; fi
+"$bin" count --model "$model" "$data/Dataset 1/001.bmp" > "$tmp/cnt/a.csv" 2> /dev/null
+"$bin" count --model "$model" --window 120 "$data/Dataset 1/001.bmp" > "$tmp/cnt/b.csv" 2> /dev/null
+if [ -s "$tmp/cnt/a.csv" ] && cmp -s "$tmp/cnt/a.csv" "$tmp/cnt/b.csv"
+then pass "count --window as large as the image: the same table"
+else fail "count --window 120 on a 120x120 image differs"; fi
+"$bin" count --json --model "$model" "$tmp/cnt/grey.bmp" > "$tmp/cnt/grey.json" 2> /dev/null
+if grep -q "greyscale" "$tmp/cnt/grey.json"
+then pass "count: a greyscale image is warned about"
+else fail "count on a greyscale image: no warning: $(head -c 300 "$tmp/cnt/grey.json")"; fi
+"$bin" count --model "$model" --window 8 "$tmp/cnt/grey.bmp" > /dev/null 2> "$tmp/cnt/w.err"
+if [ $? -eq 2 ] && grep -q -- "--window" "$tmp/cnt/w.err"
+then pass "count --window 8: usage error"
+else fail "count --window 8: $(cat "$tmp/cnt/w.err")"; fi
+
 # 3. Short training on 8 real images: the loss falls. Then the same run split in two by
 #    --stop-at-step and --resume (options restored from the checkpoint) must log exactly the same
 #    step losses (same seed and threads).
