@@ -244,6 +244,7 @@ static void run_segment(server *s, job *j)
         clock_gettime(CLOCK_MONOTONIC, &t1);
         cJSON_AddNumberToObject(o, "width", img.w);
         cJSON_AddNumberToObject(o, "height", img.h);
+        cJSON_AddNumberToObject(o, "window", j->window);
         cJSON_AddNumberToObject(o, "ms", (t1.tv_sec - t0.tv_sec) * 1e3 +
                                              (t1.tv_nsec - t0.tv_nsec) / 1e6);
         cJSON *classes = cJSON_AddArrayToObject(o, "classes");
@@ -298,6 +299,7 @@ static void run_attention(server *s, job *j)
     if (st == LS_OK) {
         cJSON_AddNumberToObject(o, "width", img.w);
         cJSON_AddNumberToObject(o, "height", img.h);
+        cJSON_AddNumberToObject(o, "window", j->window);
         cJSON_AddNumberToObject(o, "x", j->x);
         cJSON_AddNumberToObject(o, "y", j->y);
         cJSON *stages = cJSON_AddArrayToObject(o, "stages");

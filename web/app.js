@@ -49,7 +49,7 @@
   if (!live) $('static-note').hidden = false;
 
   const state = { bytes: null, result: null, image: null, maskLayer: null, view: 'overlay',
-                  opacity: 0.55, point: null };
+                  opacity: 0.55, point: null, label: null };
 
   function setStatus(text, kind) {
     $('status').textContent = text;
@@ -192,6 +192,7 @@
 
   async function segment(bytes, label) {
     state.bytes = bytes;
+    state.label = label;
     state.point = null;
     $('attention-box').hidden = true;
     setStatus(`Focusing on ${label}…`, 'busy');
@@ -221,8 +222,9 @@
     $('dl-json').href = URL.createObjectURL(new Blob([JSON.stringify(lean, null, 1)],
                                                      { type: 'application/json' }));
     $('downloads').hidden = false;
-    setStatus(`${label}: ${res.width}×${res.height} px, segmented in ${res.ms.toFixed(0)} ms.`,
-              'segmented');
+    const over = res.window ? ` over ${res.window} px windows` : '';
+    setStatus(`${label}: ${res.width}×${res.height} px, segmented${over} in ` +
+              `${res.ms.toFixed(0)} ms.`, 'segmented');
   }
 
   async function fromFile(file) {
@@ -251,7 +253,7 @@
       draw();
     }));
     $('window').addEventListener('change', () => {
-      if (state.bytes) segment(state.bytes, 'the slide again');
+      if (state.bytes) segment(state.bytes, state.label);
     });
     $('opacity').addEventListener('input', (e) => {
       state.opacity = e.target.value / 100;

@@ -90,6 +90,19 @@ try {
   check(full.sum !== overlay.sum, 'opacity slider changes the overlay');
   await page.fill('#opacity', '55');
 
+  // The field window box: a value segments the slide again, over windows (half the image).
+  const before = await page.textContent('#status');
+  await page.fill('#window', '60');
+  await page.dispatchEvent('#window', 'change');
+  await page.waitForFunction((s) => document.querySelector('#status').textContent !== s &&
+    ['segmented', 'error'].includes(document.body.dataset.state), before, { timeout: 60_000 });
+  check(await page.getAttribute('body', 'data-state') === 'segmented' &&
+    (await page.$$('#areas tbody tr')).length === 3,
+    `field window 60: segmented again (${await page.textContent('#status')})`);
+  await page.fill('#window', '');
+  await page.dispatchEvent('#window', 'change');
+  await page.waitForSelector('body[data-state="segmented"]', { timeout: 60_000 });
+
   // Attention: click the middle of the eyepiece.
   const box = await page.$('#view').then((e) => e.boundingBox());
   await page.mouse.click(box.x + box.width / 2, box.y + box.height / 2);
