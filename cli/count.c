@@ -87,9 +87,6 @@ static const char *train_cells_help =
     "  --threads N       OpenMP threads (default: all cores)\n";
 
 #define WARN_CELLS 100
-/* A cell whose equivalent diameter is below this fraction of the image side is small for the
- * model when the whole image is one window (see looks_like_small_field). */
-#define SMALL_CELL_FRACTION 0.25
 
 typedef struct {
     char **v;
@@ -273,33 +270,11 @@ static cJSON *cell_json(const char *image, int index, const ls_cell *c)
 typedef struct {
     long counts[LS_CELL_TYPES + 1]; /* index 0: unidentified */
     long total, specks, anucleate, border, border_excluded, images;
-    long small_fields; /* images whose cells look far smaller than the model's (no --window) */
+    long field_images[3];      /* images with each ls_field_check warning (bits 1, 2, 4) */
+    char *field_first[3];      /* the first such image */
     long grey_images;  /* images without colour, whose types cannot be trusted */
     cJSON *failed;     /* paths of the images that could not be counted */
 } tally;
-
-/* Cells in a field shrunk whole onto the model's input can be far smaller than the cells of
- * its training images (which fill 35-70% of the image side): the segmentation then misses many.
- * A sign of it: several cells not cut by the border, most of them small against the image. */
-static int looks_like_small_field(const ls_cells *cells, const ls_image *img)
-{
-    int complete = 0, small = 0;
-    double side = img->w > img->h ? img->w : img->h;
-    for (int i = 0; i < cells->n; i++) {
-        if (cells->cells[i].border) continue;
-        complete++;
-        small += sqrt(4.0 * cells->cells[i].area / 3.14159265358979) < SMALL_CELL_FRACTION * side;
-    }
-    return complete >= 2 && 2 * small > complete;
-}
-
-static void small_field_warning(char *w, size_t n, long images)
-{
-    snprintf(w, n, "%ld image(s) hold several cells, all under %.0f%% of the image side: a "
-             "field shrunk whole onto the model's input shows it cells smaller than it learned, "
-             "and many are missed; give --window W, W about 2.5 cell diameters in pixels",
-             images, 100 * SMALL_CELL_FRACTION);
-}
 
 /* The types are told apart largely by stain colour (granules, cytoplasm), which a greyscale
  * image has lost. */
@@ -345,14 +320,16 @@ static cJSON *summary_json(const tally *t, double threshold)
     cJSON_AddNumberToObject(s, "specks", (double)t->specks);
     cJSON_AddNumberToObject(s, "without_nucleus", (double)t->anucleate);
     cJSON *warnings = cJSON_AddArrayToObject(s, "warnings");
-    char w[400];
+    char w[1024];
     if (t->total < WARN_CELLS) {
         snprintf(w, sizeof w, "only %ld cells counted; a differential count needs at least %d "
                  "for usable percentages", t->total, WARN_CELLS);
         cJSON_AddItemToArray(warnings, cJSON_CreateString(w));
     }
-    if (t->small_fields) {
-        small_field_warning(w, sizeof w, t->small_fields);
+    for (int b = 0; b < 3; b++) {
+        if (!t->field_images[b]) continue;
+        snprintf(w, sizeof w, "%ld image(s), the first %s: %s", t->field_images[b],
+                 t->field_first[b] ? t->field_first[b] : "?", ls_field_warning(1 << b));
         cJSON_AddItemToArray(warnings, cJSON_CreateString(w));
     }
     if (t->grey_images) {
@@ -391,6 +368,16 @@ typedef struct {
     int json, exclude_border;
 } count_opts;
 
+/* Says at once which image the window setting may not fit, and tallies it for the summary. */
+static void note_field_check(tally *t, const char *path, int flags)
+{
+    for (int b = 0; b < 3; b++) {
+        if (!(flags & (1 << b))) continue;
+        fprintf(stderr, "leukoseg count: warning: %s: %s\n", path, ls_field_warning(1 << b));
+        if (!t->field_images[b]++) t->field_first[b] = strdup(path);
+    }
+}
+
 static ls_status count_one(ls_model *m, const count_opts *o, const char *path, tally *t,
                            cJSON *cells_json, ls_error *err)
 {
@@ -402,7 +389,7 @@ static ls_status count_one(ls_model *m, const count_opts *o, const char *path, t
         t->images++;
         t->specks += cells.specks;
         t->anucleate += cells.anucleate;
-        t->small_fields += o->prm.window == 0 && looks_like_small_field(&cells, &img);
+        note_field_check(t, path, ls_field_check(m, &img, &cells, o->prm.window));
         t->grey_images += cells.n > 0 && is_greyscale(&img);
     } else {
         cJSON_AddItemToArray(t->failed, cJSON_CreateString(path));
@@ -665,15 +652,12 @@ int cmd_count(int argc, char **argv)
             fprintf(stderr, "leukoseg count: warning: only %ld cells counted; a differential "
                     "count needs at least %d for usable percentages\n", t.total, WARN_CELLS);
         char w[400];
-        if (t.small_fields) {
-            small_field_warning(w, sizeof w, t.small_fields);
-            fprintf(stderr, "leukoseg count: warning: %s\n", w);
-        }
         if (t.grey_images) {
             grey_warning(w, sizeof w, t.grey_images);
             fprintf(stderr, "leukoseg count: warning: %s\n", w);
         }
         cJSON_Delete(t.failed);
+        for (int b = 0; b < 3; b++) free(t.field_first[b]);
     }
     list_free(&list);
     ls_model_free(m);

@@ -258,6 +258,10 @@ static void run_segment(server *s, job *j)
             cJSON_AddItemToArray(classes, e);
         }
         web_add_cells(o, s->model, &cells);
+        cJSON *warnings = cJSON_AddArrayToObject(o, "warnings");
+        int flags = ls_field_check(s->model, &img, &cells, j->window);
+        for (int b = LS_FIELD_LARGE; b <= LS_FIELD_WINDOW_MISMATCH; b <<= 1)
+            if (flags & b) cJSON_AddItemToArray(warnings, cJSON_CreateString(ls_field_warning(b)));
         add_png(o, "image", img.data, img.w, img.h, &err, &ok);
         add_png(o, "mask", colored, img.w, img.h, &err, &ok);
         add_png(o, "overlay", overlay, img.w, img.h, &err, &ok);

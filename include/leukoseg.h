@@ -550,6 +550,21 @@ ls_status ls_cells_analyze(ls_model *model, const ls_image *img, const ls_cell_p
                            double threshold, ls_mask *mask, ls_cells *cells, float **features,
                            ls_error *err);
 
+/* Signs that the window setting does not fit an analysed image (bits; 0 when none):
+ * - LS_FIELD_LARGE: no window, and the image's longer side is over 2.5 times the model's input
+ *   side, larger than the images such a model learns from: a field of many cells is likely;
+ * - LS_FIELD_SMALL_CELLS: no window, and of two or more cells not cut by the border most are
+ *   under a quarter of the image side across (training images' cells fill 35-70% of it);
+ * - LS_FIELD_WINDOW_MISMATCH: a window, and the median cell (equivalent diameter) is under 0.2
+ *   or over 0.95 times its side, where training images frame cells at 0.3-0.7.
+ * None of them proves an error; each is a reason to look at the overlay. */
+#define LS_FIELD_LARGE 1
+#define LS_FIELD_SMALL_CELLS 2
+#define LS_FIELD_WINDOW_MISMATCH 4
+int ls_field_check(const ls_model *model, const ls_image *img, const ls_cells *cells, int window);
+/* One sentence on a warning bit of ls_field_check, with what to do. */
+const char *ls_field_warning(int bit);
+
 /* Features of the cells of a given mask (e.g. ground truth) with the model's encoder run on img.
  * features: malloc'd [cells->n, F]. */
 ls_status ls_cells_features(ls_model *model, const ls_image *img, const ls_mask *mask,

@@ -1109,6 +1109,64 @@ ls_status ls_celltype_fit(ls_model *m, const float *features, const int *types, 
 
 /* ---- per image -------------------------------------------------------------------------- */
 
+static double equivalent_diameter(long area) { return sqrt(4.0 * (double)area / M_PI); }
+
+static int compare_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Median equivalent diameter of the cells not cut by the border; 0 when there are none. */
+static double median_complete_diameter(const ls_cells *cells, int *complete)
+{
+    double *d = malloc(sizeof(double) * (cells->n ? cells->n : 1));
+    *complete = 0;
+    if (!d) return 0.0;
+    for (int i = 0; i < cells->n; i++)
+        if (!cells->cells[i].border) d[(*complete)++] = equivalent_diameter(cells->cells[i].area);
+    qsort(d, (size_t)*complete, sizeof *d, compare_double);
+    double median = *complete ? d[*complete / 2] : 0.0;
+    free(d);
+    return median;
+}
+
+int ls_field_check(const ls_model *m, const ls_image *img, const ls_cells *cells, int window)
+{
+    ls_preproc pp;
+    ls_model_preproc(m, &pp);
+    int side = img->w > img->h ? img->w : img->h, input = pp.width > pp.height ? pp.width
+                                                                             : pp.height;
+    int complete = 0, flags = 0;
+    double median = median_complete_diameter(cells, &complete);
+    int windowed = window > 0 && window < side;
+    if (!windowed && side > 2.5 * input) flags |= LS_FIELD_LARGE;
+    if (!windowed && complete >= 2 && median < 0.25 * side) flags |= LS_FIELD_SMALL_CELLS;
+    if (windowed && complete >= 1 && (median < 0.2 * window || median > 0.95 * window))
+        flags |= LS_FIELD_WINDOW_MISMATCH;
+    return flags;
+}
+
+const char *ls_field_warning(int bit)
+{
+    switch (bit) {
+    case LS_FIELD_LARGE:
+        return "larger than the images the model learned from: if it holds several white "
+               "cells, set a window W of about 2.5 cell diameters in pixels (--window W, or "
+               "the page's field window)";
+    case LS_FIELD_SMALL_CELLS:
+        return "its cells are small against the image: a field shrunk whole onto the model's "
+               "input shows it cells smaller than it learned, and many are missed; set a window "
+               "W of about 2.5 cell diameters in pixels (--window W, or the page's field "
+               "window)";
+    case LS_FIELD_WINDOW_MISMATCH:
+        return "the cells found do not fit the window (training images frame a cell at 0.3-0.7 "
+               "of their side): check the overlay, and set W to about 2.5 cell diameters";
+    default:
+        return "";
+    }
+}
+
 ls_status ls_cells_analyze(ls_model *m, const ls_image *img, const ls_cell_params *prm,
                            double threshold, ls_mask *mask_out, ls_cells *cells, float **features,
                            ls_error *err)

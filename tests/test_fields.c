@@ -165,6 +165,8 @@ static void check_field(ls_model *m, const tile *t, int n, int tight, int gap, i
     printf("  %-36s %dx%d field: %d cells found, %d of %d typed as alone\n", what, f.w, f.h,
            c.n, right, n * n);
     CHECK(right == n * n);
+    CHECK(ls_field_check(m, &f, &c, window) == 0);            /* the window fits: no warning */
+    CHECK(ls_field_check(m, &f, &c, 0) & LS_FIELD_LARGE);     /* without one: told to set it */
     ls_cells_free(&c);
     ls_image_free(&f);
 }
@@ -220,6 +222,26 @@ static void test_window_geometry(ls_model *m)
     ls_image_free(&img);
 }
 
+/* ls_field_check on hand-made cells of a known size (the model gives the 128 px input). */
+static void test_field_check(const ls_model *m)
+{
+    ls_image img = {400, 400, NULL}; /* only the size is read */
+    ls_cell cell[3] = {{0}};
+    for (int i = 0; i < 3; i++) cell[i].area = 707; /* 30 px across */
+    ls_cells c = {400, 400, NULL, cell, 3, 0, 0, 0, 0};
+    CHECK(ls_field_check(m, &img, &c, 0) == (LS_FIELD_LARGE | LS_FIELD_SMALL_CELLS));
+    CHECK(ls_field_check(m, &img, &c, 120) == 0);                       /* 30 / 120 = 0.25 */
+    CHECK(ls_field_check(m, &img, &c, 200) == LS_FIELD_WINDOW_MISMATCH); /* 0.15 */
+    CHECK(ls_field_check(m, &img, &c, 30) == LS_FIELD_WINDOW_MISMATCH);  /* 1.0 */
+    CHECK(ls_field_check(m, &img, &c, 400) == (LS_FIELD_LARGE | LS_FIELD_SMALL_CELLS));
+    img.w = img.h = 300; /* a Dataset 2 image: not large; two cells of 0.1 side are small */
+    c.n = 2;
+    CHECK(ls_field_check(m, &img, &c, 0) == LS_FIELD_SMALL_CELLS);
+    cell[1].border = 1; /* one cell not cut by the border is no field */
+    CHECK(ls_field_check(m, &img, &c, 0) == 0);
+    CHECK(strstr(ls_field_warning(LS_FIELD_LARGE), "--window W") != NULL);
+}
+
 int main(void)
 {
     if (access(tu_wbc(""), R_OK) != 0 || access(MODEL, R_OK) != 0) {
@@ -233,6 +255,7 @@ int main(void)
     CHECK_OK(ls_model_load(MODEL, &m, &err), err);
     if (m) {
         test_window_geometry(m);
+        test_field_check(m);
         /* Windows frame one cell as the training images do: the images' own sizes. */
         test_fields(m, tu_wbc("/Dataset 1"), 3, 120, "Dataset 1, 3x3");
         test_fields(m, tu_wbc("/Dataset 2"), 2, 300, "Dataset 2, 2x2");

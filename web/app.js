@@ -223,8 +223,9 @@
                                                      { type: 'application/json' }));
     $('downloads').hidden = false;
     const over = res.window ? ` over ${res.window} px windows` : '';
+    const warn = (res.warnings || []).map((w) => ` Note: ${w}.`).join('');
     setStatus(`${label}: ${res.width}×${res.height} px, segmented${over} in ` +
-              `${res.ms.toFixed(0)} ms.`, 'segmented');
+              `${res.ms.toFixed(0)} ms.${warn}`, 'segmented');
   }
 
   async function fromFile(file) {

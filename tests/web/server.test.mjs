@@ -165,6 +165,8 @@ try {
     'segment: image, mask, overlay as PNG data URLs');
   check(Array.isArray(ref.cells) && typeof ref.differential === 'object',
     'segment: cells and differential');
+  check(Array.isArray(ref.warnings) && ref.warnings.length === 0,
+    `segment: no field warnings for a dataset image (${ref.warnings})`);
   // ?window=W: a window at least as large as the image is the whole image; bad values are 400.
   r = await request('POST', `/api/segment?window=${Math.max(ref.width, ref.height)}`, img);
   check(r.status === 200 && JSON.parse(r.body).classes.map((c) => c.pixels).join('/') ===
