@@ -517,6 +517,10 @@ typedef struct {
  * type fields stay 0 (see ls_cells_classify). */
 ls_status ls_cells_find(const ls_mask *mask, const ls_cell_params *params, ls_cells *cells,
                         ls_error *err);
+/* Merges cells: cell i joins cell into[i] (into[i] == i keeps it; a target must keep itself).
+ * The cells are renumbered in raster order and measured again; type fields are reset to 0. */
+ls_status ls_cells_merge(ls_cells *cells, const ls_mask *mask, const ls_cell_params *params,
+                         const int *into, ls_error *err);
 void ls_cells_free(ls_cells *cells);
 
 /* "unidentified", "neutrophil", ..., "basophil" for 0..5; "?" otherwise. */

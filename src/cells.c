@@ -552,3 +552,32 @@ ls_status ls_cells_find(const ls_mask *mask, const ls_cell_params *prm, ls_cells
     if (st != LS_OK) ls_cells_free(out);
     return st;
 }
+
+ls_status ls_cells_merge(ls_cells *cells, const ls_mask *mask, const ls_cell_params *prm,
+                         const int *into, ls_error *err)
+{
+    int n = cells->n;
+    for (int i = 0; i < n; i++)
+        if (into[i] < 0 || into[i] >= n || into[into[i]] != into[i])
+            return ls_fail(err, LS_ERR_ARG, "ls_cells_merge: cell %d goes into %d, which is not "
+                           "a kept cell of the %d", i, into[i], n);
+    int32_t *new_id = calloc((size_t)n + 1, sizeof *new_id);
+    if (!new_id) return ls_fail(err, LS_ERR_NOMEM, "out of memory merging %d cells", n);
+    /* Renumber the kept cells in raster order of their first pixel, as ls_cells_find does. */
+    int kept = 0;
+    size_t npix = (size_t)cells->w * cells->h;
+    for (size_t p = 0; p < npix; p++) {
+        int32_t id = cells->labels[p];
+        if (!id) continue;
+        int32_t root = into[id - 1] + 1;
+        if (!new_id[root]) new_id[root] = ++kept;
+        cells->labels[p] = new_id[root];
+    }
+    free(new_id);
+    ls_cell *fresh = calloc((size_t)kept + 1, sizeof *fresh);
+    if (!fresh) return ls_fail(err, LS_ERR_NOMEM, "out of memory for %d cells", kept);
+    free(cells->cells);
+    cells->cells = fresh;
+    cells->n = kept;
+    return measure(mask, prm, cells, err);
+}

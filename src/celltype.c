@@ -625,6 +625,70 @@ static ls_status window_cell_features(ls_model *m, const ls_image *img, ls_rect 
     return st;
 }
 
+static int union_root(int *parent, int i)
+{
+    while (parent[i] != i) i = parent[i] = parent[parent[i]];
+    return i;
+}
+
+/* Joins into cell i's set every other field cell that the window r centred on i, analysed as an
+ * image of its own, places mostly (half its pixels or more) in the same cell as i. */
+static ls_status join_by_window(ls_model *m, const ls_image *img, ls_rect r,
+                                const ls_cell_params *prm, const ls_cells *field, int i,
+                                int *parent, ls_error *err)
+{
+    ls_image crop = {0};
+    ls_mask mask = {0};
+    ls_cells cells = {0};
+    ls_cell_params whole = *prm;
+    whole.window = 0;
+    long *in_k = calloc((size_t)field->n + 1, sizeof *in_k);
+    ls_status st = in_k ? ls_image_crop(img, r, &crop, err)
+                        : ls_fail(err, LS_ERR_NOMEM, "out of memory joining cells");
+    if (st == LS_OK) st = ls_segment_image(m, &crop, &mask, NULL, err);
+    if (st == LS_OK) st = ls_cells_find(&mask, &whole, &cells, err);
+    int k = st == LS_OK ? matching_cell(field, i + 1, r, &cells) : -1;
+    for (int y = 0; k >= 0 && y < r.h; y++)
+        for (int x = 0; x < r.w; x++)
+            if (cells.labels[(size_t)y * r.w + x] == k + 1)
+                in_k[field->labels[(size_t)(r.y + y) * field->w + r.x + x]]++;
+    for (int j = 0; k >= 0 && j < field->n; j++)
+        if (j != i && 2 * in_k[j + 1] >= field->cells[j].area) {
+            int a = union_root(parent, i), b = union_root(parent, j);
+            parent[a > b ? a : b] = a < b ? a : b;
+        }
+    free(in_k);
+    ls_cells_free(&cells);
+    ls_mask_free(&mask);
+    ls_image_free(&crop);
+    return st;
+}
+
+/* The blend of windows can break one cell in two: where packed cells leave no plasma between
+ * them, its cytoplasm can come out as background, leaving its nucleus lobes apart. The window
+ * centred on each cell, seen as a training image is, tells: field cells it finds as one are
+ * merged (ls_cells_merge). */
+static ls_status merge_split_cells(ls_model *m, const ls_image *img, const ls_mask *mask,
+                                   const ls_cell_params *prm, ls_cells *cells, ls_error *err)
+{
+    int n = cells->n, merged = 0;
+    int *parent = malloc(sizeof(int) * (n ? n : 1));
+    if (!parent) return ls_fail(err, LS_ERR_NOMEM, "out of memory joining %d cells", n);
+    for (int i = 0; i < n; i++) parent[i] = i;
+    ls_status st = LS_OK;
+    for (int i = 0; i < n && st == LS_OK; i++) {
+        ls_rect r = ls_window_around(img, prm->window, cells->cells[i].cx, cells->cells[i].cy);
+        st = join_by_window(m, img, r, prm, cells, i, parent, err);
+    }
+    for (int i = 0; i < n; i++) {
+        parent[i] = union_root(parent, i);
+        merged += parent[i] != i;
+    }
+    if (st == LS_OK && merged) st = ls_cells_merge(cells, mask, prm, parent, err);
+    free(parent);
+    return st;
+}
+
 /* Features of the cells of a field segmented over windows: each cell is analysed in the window
  * centred on it (window_cell_features), so the classifier sees it as in its training images.
  * A cell that its window does not find again (a sliver the blend kept) takes encoder features
@@ -1190,6 +1254,7 @@ ls_status ls_cells_analyze(ls_model *m, const ls_image *img, const ls_cell_param
         if (st == LS_OK) st = ls_mask_from_logits(m, ws, img->w, img->h, &mask, NULL, err);
     }
     if (st == LS_OK) st = ls_cells_find(&mask, prm, cells, err);
+    if (st == LS_OK && windowed) st = merge_split_cells(m, img, &mask, prm, cells, err);
     int classify = ls_model_has_cell_classifier(m);
     if (st == LS_OK && (classify || features))
         st = windowed ? field_cell_features(m, img, &mask, cells, prm, &f, err)

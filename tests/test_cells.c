@@ -171,6 +171,38 @@ static void test_lobes(void)
     ls_mask_free(&m);
 }
 
+/* Three separate cells; the third joins the first: two cells remain, renumbered in raster
+ * order, the joined one measured as the sum of both. A target that is not kept is an error. */
+static void test_merge(void)
+{
+    ls_error err;
+    ls_mask m = new_mask(120, 60);
+    const double xs[3] = {20, 60, 100};
+    for (int i = 0; i < 3; i++) {
+        disc(&m, xs[i], 30, 12, 1);
+        disc(&m, xs[i], 30, 5, LS_NUCLEUS_CLASS);
+    }
+    ls_cell_params p = ls_cell_params_default();
+    ls_cells c;
+    CHECK_OK(ls_cells_find(&m, &p, &c, &err), err);
+    CHECK(c.n == 3);
+    long one = count_disc(120, 60, 20, 30, 12), nuc = count_disc(120, 60, 20, 30, 5);
+    const int bad[3] = {1, 2, 2}; /* cell 0 into 1, which itself goes into 2 */
+    CHECK(ls_cells_merge(&c, &m, &p, bad, &err) == LS_ERR_ARG);
+    const int into[3] = {0, 1, 0};
+    CHECK_OK(ls_cells_merge(&c, &m, &p, into, &err), err);
+    CHECK(c.n == 2);
+    if (c.n == 2) {
+        CHECK(c.cells[0].area == 2 * one && c.cells[0].nucleus_area == 2 * nuc);
+        CHECK(c.cells[0].lobes == 2 && c.cells[0].bbox_w == 100 - 20 + 25);
+        CHECK_NEAR(c.cells[0].cx, 60.0, 1e-9);
+        CHECK(c.cells[1].area == one && c.labels[30 * 120 + 60] == 2);
+        CHECK(c.labels[30 * 120 + 100] == 1 && c.cells[0].predicted == 0);
+    }
+    ls_cells_free(&c);
+    ls_mask_free(&m);
+}
+
 static void test_bad_args(void)
 {
     ls_error err;
@@ -496,6 +528,7 @@ int main(void)
     test_speck_and_border();
     test_lobes();
     test_bad_args();
+    test_merge();
     test_fields();
     ls_model *m = small_model();
     if (m) {
