@@ -23,9 +23,15 @@ pass() { echo "ok: $*"; }
 [ -f "$model" ] || { echo "e2e: model $model not found" >&2; exit 1; }
 
 # PNG width and height from the IHDR chunk (bytes 16..23, big-endian).
-png_size() { od -An -tu1 -j16 -N8 "$1" | awk '{printf "%dx%d", $1*16777216+$2*65536+$3*256+$4, $5*16777216+$6*65536+$7*256+$8}'; }
+png_size() {
+    od -An -tu1 -j16 -N8 "$1" |
+        awk '{printf "%dx%d", $1*16777216+$2*65536+$3*256+$4, $5*16777216+$6*65536+$7*256+$8}'
+}
 bmp_size() { od -An -td4 -j18 -N8 "$1" | awk '{h=$2<0?-$2:$2; printf "%dx%d", $1, h}'; }
-json_get() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval('d' + sys.argv[2]))" "$@"; }
+json_get() {
+    python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval('d' + sys.argv[2]))" \
+        "$@"
+}
 
 # 1. Floors of the shipped model, each dataset's test split.
 for set in "Dataset 1" "Dataset 2"; do
@@ -81,7 +87,8 @@ fi
 
 # A split list file picks exactly the images it names.
 printf 'Dataset 2/041\nDataset 1/007\n' > "$tmp/list.txt"
-if "$bin" eval --model "$model" --data "$data" --split-file "$tmp/list.txt" --json > "$tmp/list.json" &&
+if "$bin" eval --model "$model" --data "$data" --split-file "$tmp/list.txt" --json \
+        > "$tmp/list.json" &&
         [ "$(json_get "$tmp/list.json" "['images']")" = 2 ]; then
     pass "eval --split-file: the 2 listed images"
 else
@@ -90,7 +97,9 @@ fi
 
 # 2. segment: outputs have exactly the input size (a 120x120 and a smaller Dataset 1 image, and
 #    a 300x300 Dataset 2 image).
-small=$(for f in "$data/Dataset 1/"*.bmp; do [ "$(bmp_size "$f")" != 120x120 ] && { echo "$f"; break; }; done)
+small=$(for f in "$data/Dataset 1/"*.bmp; do
+    [ "$(bmp_size "$f")" != 120x120 ] && { echo "$f"; break; }
+done)
 for img in "$data/Dataset 1/001.bmp" "$small" "$data/Dataset 2/001.bmp"; do
     [ -n "$img" ] || continue
     stem=$(basename "$img" .bmp)
@@ -163,19 +172,26 @@ else fail "count --window 8: $(cat "$tmp/cnt/w.err")"; fi
 #    step losses (same seed and threads).
 train_small() { OMP_NUM_THREADS=2 "$bin" train --data "$data/Dataset 1" --limit 8 --batch 4 \
     --size 64 --epochs 6 --warmup 2 --lr 1e-3 --threads 2 "$@"; }
-step_losses() { python3 -c "import json,sys; [print(d['step'], d['loss']) for d in map(json.loads, open(sys.argv[1])) if d['type'] == 'step']" "$1"; }
+step_losses() {
+    python3 -c "import json,sys
+for d in map(json.loads, open(sys.argv[1])):
+    if d['type'] == 'step': print(d['step'], d['loss'])" "$1"
+}
 if train_small --out "$tmp/t/m.safetensors" 2> "$tmp/train.err"; then
-    python3 - "$tmp/t/m.safetensors.log.jsonl" <<'EOF' && pass "short training: loss falls" || fail "short training: loss did not fall"
+    if python3 - "$tmp/t/m.safetensors.log.jsonl" <<'EOF'
 import json, sys
 steps = [d["loss"] for d in map(json.loads, open(sys.argv[1])) if d["type"] == "step"]
 first, last = sum(steps[:2]) / 2, sum(steps[-2:]) / 2
 print(f"   loss {first:.4f} -> {last:.4f} over {len(steps)} steps")
 sys.exit(0 if last < 0.8 * first else 1)
 EOF
+    then pass "short training: loss falls"
+    else fail "short training: loss did not fall"; fi
     "$bin" info "$tmp/t/m.safetensors" | grep -q "provenance" || fail "info shows no provenance"
     train_small --out "$tmp/r/m.safetensors" --stop-at-step 5 2> "$tmp/stop.err" &&
         OMP_NUM_THREADS=2 "$bin" train --resume "$tmp/r/m.safetensors.ckpt" --threads 2 \
-            2> "$tmp/resume.err" || fail "stop/resume run exited non-zero: $(tail -1 "$tmp/resume.err")"
+            2> "$tmp/resume.err" ||
+        fail "stop/resume run exited non-zero: $(tail -1 "$tmp/resume.err")"
     if grep -q "resuming from" "$tmp/resume.err" &&
             cmp -s <(step_losses "$tmp/t/m.safetensors.log.jsonl") \
                    <(step_losses "$tmp/r/m.safetensors.log.jsonl"); then
@@ -205,12 +221,16 @@ mkdir -p "$tmp/bad"
 head -c 3000 "$data/Dataset 1/001.bmp" > "$tmp/bad/truncated.bmp"
 printf 'this is not an image' > "$tmp/bad/corrupt.png"
 head -c 100 "$model" > "$tmp/bad/damaged.safetensors"
-expect_error "truncated BMP" "truncated.bmp" "$bin" segment --model "$model" --out "$tmp/bad/o1" "$tmp/bad/truncated.bmp"
-expect_error "corrupt PNG" "corrupt.png" "$bin" segment --model "$model" --out "$tmp/bad/o2" "$tmp/bad/corrupt.png"
+expect_error "truncated BMP" "truncated.bmp" \
+    "$bin" segment --model "$model" --out "$tmp/bad/o1" "$tmp/bad/truncated.bmp"
+expect_error "corrupt PNG" "corrupt.png" \
+    "$bin" segment --model "$model" --out "$tmp/bad/o2" "$tmp/bad/corrupt.png"
 left=$(find "$tmp/bad/o1" "$tmp/bad/o2" -type f 2>/dev/null)
 [ -z "$left" ] && pass "no partial outputs" || fail "partial outputs left: $left"
-expect_error "damaged model" "damaged.safetensors" "$bin" segment --model "$tmp/bad/damaged.safetensors" --out "$tmp/bad/o3" "$data/Dataset 1/001.bmp"
-expect_error "missing image" "nope.bmp" "$bin" segment --model "$model" --out "$tmp/bad/o4" "$tmp/nope.bmp"
+expect_error "damaged model" "damaged.safetensors" "$bin" segment \
+    --model "$tmp/bad/damaged.safetensors" --out "$tmp/bad/o3" "$data/Dataset 1/001.bmp"
+expect_error "missing image" "nope.bmp" \
+    "$bin" segment --model "$model" --out "$tmp/bad/o4" "$tmp/nope.bmp"
 
 # Mismatched image and mask sizes in an images/ + masks/ folder.
 mkdir -p "$tmp/mm/images" "$tmp/mm/masks"
@@ -222,8 +242,10 @@ mkdir -p "$tmp/lv/images" "$tmp/lv/masks"
 cp "$data/Dataset 1/001.bmp" "$tmp/lv/images/001.bmp"
 cp "$data/Dataset 1/001.png" "$tmp/lv/masks/001.png"
 printf '0 background\n255 cell\n' > "$tmp/lv/classes.txt"
-expect_error "unknown mask level" "128" "$bin" train --data "$tmp/lv" --train-split all --val-split all --out "$tmp/lv/m.safetensors" --epochs 1
-[ ! -e "$tmp/lv/m.safetensors" ] && pass "no model written on bad data" || fail "model written despite bad data"
+expect_error "unknown mask level" "128" "$bin" train --data "$tmp/lv" --train-split all \
+    --val-split all --out "$tmp/lv/m.safetensors" --epochs 1
+[ ! -e "$tmp/lv/m.safetensors" ] && pass "no model written on bad data" ||
+    fail "model written despite bad data"
 expect_error "bad option value" "--size" "$bin" train --size 0
 expect_error "bad thread count" "--threads" "$bin" count --threads 0 "$data/Dataset 1/001.bmp"
 expect_error "unknown split" "split" "$bin" eval --model "$model" --split nonsense
