@@ -196,7 +196,7 @@ void web_add_cells(cJSON *obj, const ls_model *model, const ls_cells *cells)
     cJSON *diff = cJSON_AddObjectToObject(obj, "differential");
     for (int t = 1; t <= LS_CELL_TYPES; t++)
         cJSON_AddNumberToObject(diff, ls_cell_type_name(t), counts[t]);
-    if (counts[0]) cJSON_AddNumberToObject(diff, ls_cell_type_name(0), counts[0]);
+    cJSON_AddNumberToObject(diff, ls_cell_type_name(0), counts[0]); /* as count's summary */
     cJSON_AddBoolToObject(obj, "cells_classified", ls_model_has_cell_classifier(model));
 }
 

@@ -168,7 +168,8 @@
     const d = res.differential || {};
     const names = Object.keys(d).length ? Object.keys(d) : CELL_TYPES;
     return names.map((n, i) => ({ label: n, value: +d[n] || 0,
-      color: TYPE_COLORS[CELL_TYPES.indexOf(n)] || TYPE_COLORS[i % 5] }));
+      color: n === 'unidentified' ? 'var(--muted)'
+        : TYPE_COLORS[CELL_TYPES.indexOf(n)] || TYPE_COLORS[i % 5] }));
   }
 
   /* Horizontal bars with counts and percentages of the total. */
