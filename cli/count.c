@@ -195,8 +195,12 @@ static ls_status add_path(image_list *l, const char *path, ls_split split, int e
         return list_add(l, path, 0) ? LS_OK : ls_fail(err, LS_ERR_NOMEM, "out of memory");
     ls_dataset ds = {0};
     ls_error as_dataset = {{0}};
-    ls_status st = LS_OK;
-    if (ls_dataset_add(&ds, path, split, NULL, &as_dataset) == LS_OK) {
+    ls_status st = LS_OK, read = ls_dataset_add(&ds, path, split, NULL, &as_dataset);
+    if (read != LS_OK && eval) {
+        /* --eval needs the dataset's labels: its error (a bad label row, say) is the answer,
+         * not a plain listing of the folder's images without labels. */
+        st = ls_fail(err, read, "%s", as_dataset.msg);
+    } else if (read == LS_OK) {
         if (eval) cli_print_notes("count", &ds); /* missing labels matter only to --eval */
         for (int i = 0; i < ds.n && st == LS_OK; i++)
             if (!list_add(l, ds.samples[i].image_path, ds.samples[i].cell_type))

@@ -237,6 +237,12 @@ mkdir -p "$tmp/mm/images" "$tmp/mm/masks"
 cp "$data/Dataset 1/001.bmp" "$tmp/mm/images/001.bmp"
 cp "$data/Dataset 2/001.png" "$tmp/mm/masks/001.png"
 expect_error "mismatched sizes" "001.png" "$bin" eval --model "$model" --data "$tmp/mm" --split all
+# count --eval on a label CSV that gives one image two types: the CSV's own error, by line.
+mkdir -p "$tmp/lab/Dataset 1"
+cp "$data/Dataset 1/001."* "$data/Dataset 1/006."* "$tmp/lab/Dataset 1/"
+printf 'image ID,class\n1,1\n1,2\n6,1\n' > "$tmp/lab/Class Labels of Dataset 1.csv"
+expect_error "count --eval, conflicting label rows" "Dataset 1.csv:3: image ID 1 has type 2" \
+    "$bin" count --eval --model "$model" --data "$tmp/lab/Dataset 1" --split all
 # Unknown mask levels: the folder declares 0 and 255 without snapping; a mask has 128.
 mkdir -p "$tmp/lv/images" "$tmp/lv/masks"
 cp "$data/Dataset 1/001.bmp" "$tmp/lv/images/001.bmp"
