@@ -42,7 +42,8 @@ pid=$!
 # Stop the server however this script ends.
 trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null' EXIT INT TERM
 
-# The server computes the results pages (test split) before it listens: wait up to 10 minutes.
+# The server listens at once but answers only after computing the results pages (test split):
+# wait up to 10 minutes for its health check.
 url="http://127.0.0.1:$port/"
 i=0
 until node -e 'fetch(process.argv[1] + "api/health").then((r) => process.exit(r.ok ? 0 : 1),
