@@ -193,6 +193,16 @@ static double od_of(double v, double ref)
     return log((ref + 1.0) / (v + 1.0));
 }
 
+/* The smallest value v with at least q of the n counted samples at or below it. */
+static int hist_quantile(const long hist[256], long n, double q)
+{
+    long need = (long)ceil(q * (double)n), acc = 0;
+    int v = 0;
+    for (; v < 255; v++)
+        if ((acc += hist[v]) >= need) break;
+    return v;
+}
+
 static void image_reference(const ls_image *img, const ls_mask *mask, colour_ref *r)
 {
     size_t npix = (size_t)img->w * img->h;
@@ -209,13 +219,7 @@ static void image_reference(const ls_image *img, const ls_mask *mask, colour_ref
             for (int k = 0; k < 3; k++) hist[k][img->data[p * 3 + k]]++;
         nbg = (long)npix;
     }
-    for (int k = 0; k < 3; k++) {
-        long need = (long)ceil(0.95 * (double)nbg), acc = 0;
-        int v = 0;
-        for (; v < 255; v++)
-            if ((acc += hist[k][v]) >= need) break;
-        r->ref[k] = v;
-    }
+    for (int k = 0; k < 3; k++) r->ref[k] = hist_quantile(hist[k], nbg, 0.95);
     double sum[3] = {0};
     long n = 0;
     for (size_t p = 0; p < npix; p++)
@@ -562,25 +566,17 @@ static int matching_cell(const ls_cells *field, int32_t id, ls_rect r, const ls_
 static void paint_out_neighbours(ls_image *crop, ls_rect r, const ls_mask *field_mask,
                                  const ls_cells *field, int32_t id)
 {
-    int *hist = calloc(3 * 256, sizeof *hist);
-    if (!hist) return;
-    long nbg = 0;
+    long hist[3][256] = {{0}}, nbg = 0;
     for (int y = 0; y < r.h; y++)
         for (int x = 0; x < r.w; x++) {
             if (field_mask->data[(size_t)(r.y + y) * field_mask->w + r.x + x] != 0) continue;
             const uint8_t *px = crop->data + ((size_t)y * r.w + x) * 3;
-            for (int ch = 0; ch < 3; ch++) hist[ch * 256 + px[ch]]++;
+            for (int ch = 0; ch < 3; ch++) hist[ch][px[ch]]++;
             nbg++;
         }
-    uint8_t median[3] = {0, 0, 0};
-    for (int ch = 0; ch < 3 && nbg; ch++) {
-        long seen = 0;
-        int v = 0;
-        while (v < 255 && (seen += hist[ch * 256 + v]) * 2 < nbg) v++;
-        median[ch] = (uint8_t)v;
-    }
-    free(hist);
     if (!nbg) return;
+    uint8_t median[3];
+    for (int ch = 0; ch < 3; ch++) median[ch] = (uint8_t)hist_quantile(hist[ch], nbg, 0.5);
     for (int y = 0; y < r.h; y++)
         for (int x = 0; x < r.w; x++) {
             int32_t own = field->labels[(size_t)(r.y + y) * field->w + r.x + x];
@@ -588,14 +584,15 @@ static void paint_out_neighbours(ls_image *crop, ls_rect r, const ls_mask *field
         }
 }
 
-/* Analyses window r of the field as an image of its own (segmentation, cells, features), as the
- * classifier's training images were, with the other white cells of the field painted out, and
- * copies into out the features of the cell there that matches field cell i. *found is 0 when
- * no cell of the window matches. */
+/* Features of field cell i from window r of the field, analysed as an image of its own
+ * (segmentation, cells, features), as the classifier's training images were, with the other
+ * white cells of the field painted out: those of the window's cell that holds most of field
+ * cell i. A cell the window does not find again (a sliver the blend kept) takes encoder
+ * features pooled from the same window's forward and hand-crafted ones from the field. */
 static ls_status window_cell_features(ls_model *m, const ls_image *img, ls_rect r,
                                       const ls_cell_params *prm, const ls_mask *field_mask,
-                                      const ls_cells *field, int i, float *out, int *found,
-                                      ls_error *err)
+                                      const ls_cells *field, const colour_ref *field_cr, int i,
+                                      float *out, ls_error *err)
 {
     ls_image crop = {0};
     ls_mask mask = {0};
@@ -604,7 +601,7 @@ static ls_status window_cell_features(ls_model *m, const ls_image *img, ls_rect 
     float *f = NULL;
     ls_cell_params whole = *prm;
     whole.window = 0;
-    *found = 0;
+    int nf = ls_cell_feature_count(m);
     ls_status st = ls_image_crop(img, r, &crop, err);
     if (st == LS_OK) paint_out_neighbours(&crop, r, field_mask, field, i + 1);
     if (st == LS_OK) st = ls_encode_image(m, &crop, &ws, err);
@@ -613,9 +610,13 @@ static ls_status window_cell_features(ls_model *m, const ls_image *img, ls_rect 
     if (st == LS_OK) st = cell_features(m, ws, &crop, &mask, &cells, &f, err);
     int k = st == LS_OK ? matching_cell(field, i + 1, r, &cells) : -1;
     if (k >= 0) {
-        int nf = ls_cell_feature_count(m);
         memcpy(out, f + (size_t)k * nf, sizeof(float) * nf);
-        *found = 1;
+    } else if (st == LS_OK) {
+        const ls_cell *c = &field->cells[i];
+        st = pool_stages(m, ws, field, c, i + 1, r, out, err);
+        if (st == LS_OK)
+            st = hand_features(img, field_mask, field, c, i + 1, field_cr,
+                               out + nf - HAND_FEATURES, err);
     }
     free(f);
     ls_cells_free(&cells);
@@ -690,14 +691,12 @@ static ls_status merge_split_cells(ls_model *m, const ls_image *img, const ls_ma
 }
 
 /* Features of the cells of a field segmented over windows: each cell is analysed in the window
- * centred on it (window_cell_features), so the classifier sees it as in its training images.
- * A cell that its window does not find again (a sliver the blend kept) takes encoder features
- * pooled from that window and hand-crafted ones from the field. */
+ * centred on it (window_cell_features), so the classifier sees it as in its training images. */
 static ls_status field_cell_features(ls_model *m, const ls_image *img, const ls_mask *mask,
                                      const ls_cells *cells, const ls_cell_params *prm,
                                      float **features, ls_error *err)
 {
-    int f = ls_cell_feature_count(m), pooled = f - HAND_FEATURES;
+    int f = ls_cell_feature_count(m);
     colour_ref cr;
     image_reference(img, mask, &cr);
     *features = malloc(sizeof(float) * (size_t)f * (cells->n ? cells->n : 1));
@@ -705,19 +704,9 @@ static ls_status field_cell_features(ls_model *m, const ls_image *img, const ls_
     ls_status st = LS_OK;
     for (int i = 0; i < cells->n && st == LS_OK; i++) {
         const ls_cell *c = &cells->cells[i];
-        float *row = *features + (size_t)i * f;
         ls_rect r = ls_window_around(img, prm->window, c->cx, c->cy);
-        int found = 0;
-        st = window_cell_features(m, img, r, prm, mask, cells, i, row, &found, err);
-        if (st != LS_OK || found) continue;
-        ls_image crop = {0};
-        ls_workspace *ws = NULL;
-        st = ls_image_crop(img, r, &crop, err);
-        if (st == LS_OK) st = ls_encode_image(m, &crop, &ws, err);
-        if (st == LS_OK) st = pool_stages(m, ws, cells, c, i + 1, r, row, err);
-        if (st == LS_OK) st = hand_features(img, mask, cells, c, i + 1, &cr, row + pooled, err);
-        ls_workspace_free(ws);
-        ls_image_free(&crop);
+        st = window_cell_features(m, img, r, prm, mask, cells, &cr, i, *features + (size_t)i * f,
+                                  err);
     }
     if (st != LS_OK) {
         free(*features);
